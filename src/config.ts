@@ -1,0 +1,120 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TenantryError } from './errors.js';
+import type { Logger } from './logger.js';
+
+/** Where the package itself lives, so built-in SQL files are found from src/ (tsx) and dist/ (built) alike. */
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const CATALOG_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'migrations', 'catalog');
+export const EXAMPLE_TENANT_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'migrations', 'tenant-example');
+
+export type ProvisionStep =
+  | 'catalog-row'
+  | 'role'
+  | 'placement'
+  | 'migrations'
+  | 'activate';
+
+export interface TenantryOptions {
+  /** PostgreSQL URL of the catalog database. Default: env DATABASE_URL; when unset, an embedded PostgreSQL is started. */
+  databaseUrl?: string;
+  /** Folder for the embedded server's data. Default: env TENANTRY_DATA_DIR or `./.tenantry`. */
+  dataDir?: string;
+  /** Port of the embedded server. Default: env TENANTRY_EMBEDDED_PORT or 54329 (a free port is picked if taken). */
+  embeddedPort?: number;
+  /**
+   * Prefix of the cluster-wide names Tenantry creates (roles, databases): `<ns>_owner`, `<ns>_runtime`,
+   * `<ns>_shared`, `<ns>_t_<tenant hex>`. Lets several installations share one server.
+   * Default: env TENANTRY_NAMESPACE or `tenantry`. 1-20 chars of [a-z0-9_], starting with a letter.
+   */
+  namespace?: string;
+  /** Folder of numbered `.sql` tenant migrations. Default: env TENANTRY_TENANT_MIGRATIONS or the built-in agent-platform example. */
+  tenantMigrations?: string;
+  /** Upper bound on runtime connections held open across all tenant pools. Default: env TENANTRY_MAX_CONNECTIONS or 40. */
+  maxConnections?: number;
+  /** Connections per database pool (shared database, each tenant database). Default 5, capped by maxConnections. */
+  poolSize?: number;
+  /** Seconds after which an idle tenant connection is closed. Default 30. */
+  idleTimeoutSeconds?: number;
+  /** CONNECTION LIMIT of each tenant's own login role. Default 10. */
+  tenantConnectionLimit?: number;
+  /** Milliseconds a cached tenant lookup may be used (changes are also pushed by LISTEN/NOTIFY). Default 5000. */
+  tenantCacheTtlMs?: number;
+  /** Seconds after which `repair()` treats a tenant still in `provisioning` as abandoned. Default 600. */
+  repairAfterSeconds?: number;
+  /** pino-compatible logger. Default: silent. */
+  logger?: Logger;
+  /** Actor recorded in the audit log when a call names none. Default `system`. */
+  actor?: string;
+  /** Called before each provisioning step; throwing aborts and rolls back provisioning (for fault-injection tests). */
+  onProvisionStep?: (step: ProvisionStep, tenant: { id: string; isolation: string }) => void | Promise<void>;
+}
+
+export interface ResolvedOptions {
+  databaseUrl: string | undefined;
+  dataDir: string;
+  embeddedPort: number;
+  namespace: string;
+  tenantMigrations: string;
+  maxConnections: number;
+  poolSize: number;
+  idleTimeoutSeconds: number;
+  tenantConnectionLimit: number;
+  tenantCacheTtlMs: number;
+  repairAfterSeconds: number;
+  actor: string;
+  onProvisionStep: TenantryOptions['onProvisionStep'];
+}
+
+/** The one place environment variables are read. */
+export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOptions {
+  const out: TenantryOptions = {};
+  if (env.DATABASE_URL) out.databaseUrl = env.DATABASE_URL;
+  if (env.TENANTRY_DATA_DIR) out.dataDir = env.TENANTRY_DATA_DIR;
+  if (env.TENANTRY_EMBEDDED_PORT) out.embeddedPort = intFromEnv('TENANTRY_EMBEDDED_PORT', env.TENANTRY_EMBEDDED_PORT);
+  if (env.TENANTRY_NAMESPACE) out.namespace = env.TENANTRY_NAMESPACE;
+  if (env.TENANTRY_TENANT_MIGRATIONS) out.tenantMigrations = env.TENANTRY_TENANT_MIGRATIONS;
+  if (env.TENANTRY_MAX_CONNECTIONS) out.maxConnections = intFromEnv('TENANTRY_MAX_CONNECTIONS', env.TENANTRY_MAX_CONNECTIONS);
+  return out;
+}
+
+function intFromEnv(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n)) throw new TenantryError('INVALID_CONFIG', `${name} must be an integer, got ${JSON.stringify(value)}.`);
+  return n;
+}
+
+function positiveInt(name: string, value: number, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new TenantryError('INVALID_CONFIG', `${name} must be an integer from ${min} to ${max}, got ${String(value)}.`);
+  }
+  return value;
+}
+
+export function resolveOptions(options: TenantryOptions): ResolvedOptions {
+  const merged: TenantryOptions = { ...envOptions(), ...stripUndefined(options) };
+  const namespace = merged.namespace ?? 'tenantry';
+  if (!/^[a-z][a-z0-9_]{0,19}$/.test(namespace)) {
+    throw new TenantryError('INVALID_CONFIG', `namespace (TENANTRY_NAMESPACE) must be 1-20 chars of [a-z0-9_] starting with a letter, got ${JSON.stringify(namespace)}.`);
+  }
+  const maxConnections = positiveInt('maxConnections (TENANTRY_MAX_CONNECTIONS)', merged.maxConnections ?? 40, 2, 10_000);
+  return {
+    databaseUrl: merged.databaseUrl,
+    dataDir: path.resolve(merged.dataDir ?? '.tenantry'),
+    embeddedPort: positiveInt('embeddedPort (TENANTRY_EMBEDDED_PORT)', merged.embeddedPort ?? 54329, 1, 65535),
+    namespace,
+    tenantMigrations: path.resolve(merged.tenantMigrations ?? EXAMPLE_TENANT_MIGRATIONS_DIR),
+    maxConnections,
+    poolSize: Math.min(positiveInt('poolSize', merged.poolSize ?? 5, 1, 1000), maxConnections),
+    idleTimeoutSeconds: positiveInt('idleTimeoutSeconds', merged.idleTimeoutSeconds ?? 30, 1, 86_400),
+    tenantConnectionLimit: positiveInt('tenantConnectionLimit', merged.tenantConnectionLimit ?? 10, 1, 10_000),
+    tenantCacheTtlMs: positiveInt('tenantCacheTtlMs', merged.tenantCacheTtlMs ?? 5000, 0, 86_400_000),
+    repairAfterSeconds: positiveInt('repairAfterSeconds', merged.repairAfterSeconds ?? 600, 0, 86_400 * 30),
+    actor: merged.actor ?? 'system',
+    onProvisionStep: merged.onProvisionStep,
+  };
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

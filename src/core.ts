@@ -1,0 +1,40 @@
+import type { Sql } from 'postgres';
+import type { ResolvedOptions } from './config.js';
+import type { Logger } from './logger.js';
+import type { ContextSigner } from './isolation/context.js';
+import type { MigrationFile } from './migrations/files.js';
+import type { PoolBudget } from './db/connections.js';
+import type { RoleNames } from './isolation/data-plane.js';
+import type { TenantCache } from './tenants/cache.js';
+
+export interface InstallationRoles extends RoleNames {
+  /** group holding CONNECT on the shared database, for schema tenants' own roles */
+  schemaGroup: string;
+}
+
+/** Everything the modules share; built once by Tenantry.open. */
+export interface Core {
+  opts: ResolvedOptions;
+  logger: Logger;
+  /** admin URL: the configured user on the catalog database */
+  url: string;
+  /** the configured (privileged) user on the catalog database */
+  admin: Sql;
+  /** the configured user on the shared data database (pooled tables and tenant schemas) */
+  sharedAdmin: Sql;
+  installationId: string;
+  namespace: string;
+  roles: InstallationRoles;
+  sharedDatabase: string;
+  templateDatabase: string;
+  signer: ContextSigner;
+  migrations: MigrationFile[];
+  pools: PoolBudget;
+  cache: TenantCache;
+  /** a short-lived admin connection to another database of the server */
+  adminTo(database: string, max?: number): Sql;
+  /** the runtime role's pool on a data database, within the connection budget */
+  runtimeOn<T>(database: string, fn: (sql: Sql) => Promise<T>): Promise<T>;
+}
+
+export const latestVersion = (core: Core): number => core.migrations[core.migrations.length - 1]?.version ?? 0;

@@ -1,0 +1,155 @@
+import postgres, { type Sql, type Options } from 'postgres';
+import { TenantryError } from '../errors.js';
+import type { Logger } from '../logger.js';
+
+export type PgOptions = Options<Record<string, postgres.PostgresType>>;
+
+/** Connection settings shared by every pool: the server of DATABASE_URL, another user or database. */
+export function connect(url: string, overrides: PgOptions = {}): Sql {
+  return postgres(url, {
+    onnotice: () => {},
+    max: 10,
+    idle_timeout: 30,
+    connect_timeout: 30,
+    ...overrides,
+  });
+}
+
+interface PoolEntry {
+  key: string;
+  sql: Sql;
+  size: number;
+  leases: number;
+  lastUsed: number;
+  closing: boolean;
+}
+
+/**
+ * Runtime pools per database (the shared database, each tenant database) held in an LRU under one
+ * connection budget: the sum of the pools' sizes never exceeds `budget`, so 1,000 database tenants
+ * never need 1,000 open connections. Idle pools are closed; when the budget is full the least recently
+ * used pool without a lease is closed to make room, and callers wait (up to `waitMs`) when every pool
+ * is busy.
+ */
+export class PoolBudget {
+  private readonly pools = new Map<string, PoolEntry>();
+  private readonly waiters: (() => void)[] = [];
+  private used = 0;
+  private readonly sweeper: NodeJS.Timeout;
+  private closed = false;
+  evictions = 0;
+
+  constructor(
+    private readonly budget: number,
+    private readonly idleMs: number,
+    private readonly logger: Logger,
+    private readonly waitMs = 30_000,
+  ) {
+    this.sweeper = setInterval(() => void this.sweepIdle(), Math.max(1000, Math.min(idleMs, 10_000)));
+    this.sweeper.unref();
+  }
+
+  stats(): { pools: number; budget: number; reserved: number; leased: number; evictions: number } {
+    let leased = 0;
+    for (const p of this.pools.values()) leased += p.leases;
+    return { pools: this.pools.size, budget: this.budget, reserved: this.used, leased, evictions: this.evictions };
+  }
+
+  /** Runs `fn` with the pool for `key`, creating it (within the budget) if needed. */
+  async use<T>(key: string, size: number, create: () => Sql, fn: (sql: Sql) => Promise<T>): Promise<T> {
+    const entry = await this.acquire(key, Math.min(size, this.budget), create);
+    try {
+      return await fn(entry.sql);
+    } finally {
+      entry.leases--;
+      entry.lastUsed = Date.now();
+      this.wake();
+    }
+  }
+
+  private async acquire(key: string, size: number, create: () => Sql): Promise<PoolEntry> {
+    const deadline = Date.now() + this.waitMs;
+    for (;;) {
+      if (this.closed) throw new TenantryError('CLOSED', 'This Tenantry instance has been closed.');
+      const existing = this.pools.get(key);
+      if (existing && !existing.closing) {
+        existing.leases++;
+        existing.lastUsed = Date.now();
+        // move to the most-recently-used end
+        this.pools.delete(key);
+        this.pools.set(key, existing);
+        return existing;
+      }
+      if (!existing) {
+        while (this.used + size > this.budget && this.evictOne()) { /* evicted one idle pool */ }
+        if (this.used + size <= this.budget) {
+          const entry: PoolEntry = { key, sql: create(), size, leases: 1, lastUsed: Date.now(), closing: false };
+          this.pools.set(key, entry);
+          this.used += size;
+          return entry;
+        }
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new TenantryError('CONNECTION_BUDGET_EXHAUSTED', `All ${this.budget} tenant connections (TENANTRY_MAX_CONNECTIONS) stayed busy for ${this.waitMs} ms. Raise TENANTRY_MAX_CONNECTIONS or shorten tenant transactions.`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(left, 250));
+        this.waiters.push(() => { clearTimeout(timer); resolve(); });
+      });
+    }
+  }
+
+  private wake(): void {
+    const ws = this.waiters.splice(0);
+    for (const w of ws) w();
+  }
+
+  /** Closes the least recently used pool that has no lease. */
+  private evictOne(): boolean {
+    for (const entry of this.pools.values()) {
+      if (entry.leases === 0 && !entry.closing) {
+        this.close(entry);
+        this.evictions++;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private close(entry: PoolEntry): void {
+    entry.closing = true;
+    this.pools.delete(entry.key);
+    this.used -= entry.size;
+    entry.sql.end({ timeout: 5 }).catch((err: unknown) => this.logger.warn({ err, pool: entry.key }, 'closing an idle pool failed'));
+    this.wake();
+  }
+
+  /** Closes the pool for `key` now (a tenant database about to be dropped), waiting for its leases. */
+  async drop(key: string): Promise<void> {
+    const entry = this.pools.get(key);
+    if (!entry) return;
+    entry.closing = true;
+    this.pools.delete(key);
+    this.used -= entry.size;
+    await entry.sql.end({ timeout: 5 }).catch(() => undefined);
+    this.wake();
+  }
+
+  private async sweepIdle(): Promise<void> {
+    const now = Date.now();
+    for (const entry of [...this.pools.values()]) {
+      if (entry.leases === 0 && now - entry.lastUsed > this.idleMs) this.close(entry);
+    }
+  }
+
+  async end(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    const all = [...this.pools.values()];
+    this.pools.clear();
+    this.used = 0;
+    this.wake();
+    await Promise.all(all.map((e) => e.sql.end({ timeout: 5 }).catch(() => undefined)));
+  }
+}

@@ -1,0 +1,144 @@
+import type { Sql } from 'postgres';
+import type { Core } from '../core.js';
+import { latestVersion } from '../core.js';
+import { ident } from '../identifiers.js';
+import { POOLED_SCHEMA, DATABASE_MODE_SCHEMA } from '../isolation/data-plane.js';
+import type { TenantRow } from '../tenants/model.js';
+
+export interface DoctorCheck {
+  /** stable name of the invariant checked */
+  check: string;
+  ok: boolean;
+  /** what is wrong (or what was verified) */
+  message: string;
+  /** what to run to fix it */
+  fix?: string;
+}
+
+export interface DoctorReport {
+  ok: boolean;
+  checks: DoctorCheck[];
+}
+
+/**
+ * Checks a live installation against the isolation invariants. Every failure names the object and
+ * says what to run to fix it.
+ */
+export async function runDoctor(core: Core): Promise<DoctorReport> {
+  const checks: DoctorCheck[] = [];
+  const fail = (check: string, message: string, fix: string): void => { checks.push({ check, ok: false, message, fix }); };
+  const pass = (check: string, message: string): void => { checks.push({ check, ok: true, message }); };
+  const { admin, roles } = core;
+
+  // 1. the runtime role: no superuser, no BYPASSRLS, member of nothing, owns nothing
+  const [rt] = await admin<{ rolsuper: boolean; rolbypassrls: boolean; rolcreaterole: boolean; rolcreatedb: boolean; memberships: number }[]>`
+    select rolsuper, rolbypassrls, rolcreaterole, rolcreatedb,
+           (select count(*)::int from pg_auth_members m where m.member = r.oid) as memberships
+    from pg_roles r where rolname = ${roles.runtime}`;
+  if (!rt) {
+    fail('runtime-role', `The runtime role ${roles.runtime} is missing.`, 'Restart Tenantry (Tenantry.open recreates it).');
+  } else {
+    const bad = [rt.rolsuper && 'SUPERUSER', rt.rolbypassrls && 'BYPASSRLS', rt.rolcreaterole && 'CREATEROLE', rt.rolcreatedb && 'CREATEDB'].filter(Boolean);
+    if (bad.length) fail('runtime-role', `The runtime role ${roles.runtime} has ${bad.join(', ')}.`, `ALTER ROLE ${ident(roles.runtime)} NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB;`);
+    else if (rt.memberships > 0) fail('runtime-role', `The runtime role ${roles.runtime} is a member of ${rt.memberships} role(s); it must belong to none.`, `Revoke them: SELECT 'REVOKE ' || b.rolname || ' FROM ${roles.runtime};' FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = '${roles.runtime}';`);
+    else pass('runtime-role', `${roles.runtime} is NOSUPERUSER NOBYPASSRLS and a member of no role.`);
+  }
+
+  // 2. CONNECT and TEMPORARY not granted to PUBLIC on any data database
+  const openDbs = await admin<{ datname: string }[]>`
+    select datname from pg_database d
+    where (left(datname, ${core.namespace.length + 3}) = ${core.namespace + '_t_'} or datname in (${core.sharedDatabase}, ${core.templateDatabase}))
+      and (d.datacl is null or exists (select 1 from aclexplode(d.datacl) a where a.grantee = 0 and a.privilege_type in ('CONNECT', 'TEMPORARY')))`;
+  if (openDbs.length) {
+    for (const { datname } of openDbs) fail('database-connect', `PUBLIC may CONNECT to (or create TEMP objects in) database ${datname}.`, `REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(datname)} FROM PUBLIC;`);
+  } else {
+    pass('database-connect', 'No data database grants CONNECT or TEMPORARY to PUBLIC.');
+  }
+  const [cat] = await admin<{ datname: string; open: boolean }[]>`
+    select datname, (d.datacl is null or exists (select 1 from aclexplode(d.datacl) a where a.grantee = 0 and a.privilege_type = 'CONNECT')) as open
+    from pg_database d where datname = current_database()`;
+  if (cat?.open) fail('catalog-connect', `PUBLIC may CONNECT to the catalog database ${cat.datname} (tenant roles then can too, though they can read none of its tables).`, `Use a dedicated catalog database you own, or run REVOKE CONNECT ON DATABASE ${ident(cat.datname)} FROM PUBLIC; (and grant CONNECT to the roles that need it).`);
+  else pass('catalog-connect', 'PUBLIC may not CONNECT to the catalog database.');
+  const [tmpl] = await admin<{ datallowconn: boolean }[]>`select datallowconn from pg_database where datname = ${core.templateDatabase}`;
+  if (!tmpl || tmpl.datallowconn) fail('template', `The template database ${core.templateDatabase} ${tmpl ? 'allows connections' : 'is missing'}.`, tmpl ? `ALTER DATABASE ${ident(core.templateDatabase)} ALLOW_CONNECTIONS false;` : 'Restart Tenantry (Tenantry.open recreates it).');
+  else pass('template', `${core.templateDatabase} has datallowconn = false.`);
+
+  // 3. every tenant's objects are present, its role matches its status
+  const tenants = await admin<(TenantRow & { role_ok: boolean | null; can_login: boolean | null; db_ok: boolean })[]>`
+    select t.*, r.rolname is not null as role_ok, r.rolcanlogin as can_login,
+           exists (select 1 from pg_database d where d.datname = t.database_name) as db_ok
+    from tenantry_catalog.tenants t left join pg_roles r on r.rolname = t.role_name
+    where t.status <> 'provisioning'`;
+  const sharedSchemas = new Set((await core.sharedAdmin<{ nspname: string }[]>`select nspname from pg_namespace`).map((r) => r.nspname));
+  let tenantProblems = 0;
+  for (const t of tenants) {
+    const label = `tenant ${t.slug} (${t.id}, ${t.isolation})`;
+    if (!t.role_ok) { tenantProblems++; fail('tenant-objects', `${label}: role ${t.role_name} is missing.`, `Hard-delete and recreate the tenant, or restore the role from a backup; run tenantry repair for leftovers.`); continue; }
+    if (!t.db_ok) { tenantProblems++; fail('tenant-objects', `${label}: database ${t.database_name} is missing.`, 'Restore the database from a backup, or hard-delete the tenant.'); continue; }
+    if (t.isolation === 'schema' && !sharedSchemas.has(t.schema_name)) { tenantProblems++; fail('tenant-objects', `${label}: schema ${t.schema_name} is missing.`, 'Restore the schema from a backup, or hard-delete the tenant.'); continue; }
+    const shouldLogin = t.status === 'active' || t.status === 'trial';
+    if (Boolean(t.can_login) !== shouldLogin) { tenantProblems++; fail('tenant-login', `${label}: role ${t.role_name} ${t.can_login ? 'can' : 'cannot'} log in while the tenant is ${t.status}.`, `ALTER ROLE ${ident(t.role_name)} ${shouldLogin ? 'LOGIN' : 'NOLOGIN'};`); }
+    if (t.schema_version !== latestVersion(core)) { tenantProblems++; fail('tenant-version', `${label}: at tenant migration ${t.schema_version}, latest is ${latestVersion(core)}.`, 'Run the tenant migrations (tenantry migrate).'); }
+  }
+  if (tenantProblems === 0) pass('tenant-objects', `All ${tenants.length} tenants have their role, schema or database, and a login that matches their status.`);
+
+  // 4. row-level security on every tenant table, no CREATE on public, in every data database
+  await checkDataDatabase(core.sharedAdmin, core.sharedDatabase, [POOLED_SCHEMA, ...tenants.filter((t) => t.isolation === 'schema').map((t) => t.schema_name)], roles.runtime, checks);
+  for (const t of tenants.filter((x) => x.isolation === 'database' && x.db_ok)) {
+    const db = core.adminTo(t.database_name, 1);
+    try {
+      await checkDataDatabase(db, t.database_name, [DATABASE_MODE_SCHEMA], roles.runtime, checks);
+    } finally {
+      await db.end({ timeout: 5 });
+    }
+  }
+  return { ok: checks.every((c) => c.ok), checks };
+}
+
+async function checkDataDatabase(sql: Sql, database: string, schemas: string[], runtime: string, checks: DoctorCheck[]): Promise<void> {
+  const tables = await sql<{ schema: string; table: string; has_tenant: boolean; rls: boolean; forced: boolean; policies: string[]}[]>`
+    select n.nspname as schema, c.relname as table,
+           exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped) as has_tenant,
+           c.relrowsecurity as rls, c.relforcerowsecurity as forced,
+           coalesce((select array_agg(p.polname::text || ':' || case when p.polpermissive then 'permissive' else 'restrictive' end)
+                     from pg_policy p where p.polrelid = c.oid), '{}') as policies
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = any(${schemas}) and c.relkind in ('r', 'p')
+    order by 1, 2`;
+  let problems = 0;
+  for (const t of tables) {
+    const name = `${database}: ${t.schema}.${t.table}`;
+    const q = `${ident(t.schema)}.${ident(t.table)}`;
+    if (!t.has_tenant) {
+      problems++;
+      checks.push({ check: 'tenant-id-column', ok: false, message: `${name} has no tenant_id column, so row-level security cannot guard it (Tenantry grants no access to it).`, fix: `Add the column in a tenant migration: ALTER TABLE ${q} ADD COLUMN tenant_id uuid NOT NULL DEFAULT tenantry.current_tenant(); then run the migrations.` });
+      continue;
+    }
+    if (!t.rls || !t.forced) {
+      problems++;
+      checks.push({ check: 'row-level-security', ok: false, message: `${name}: row-level security is ${t.rls ? 'enabled but not forced' : 'disabled'}.`, fix: `ALTER TABLE ${q} ENABLE ROW LEVEL SECURITY; ALTER TABLE ${q} FORCE ROW LEVEL SECURITY;` });
+    }
+    if (!t.policies.includes('tenantry_isolation:restrictive') || !t.policies.includes('tenantry_access:permissive')) {
+      problems++;
+      checks.push({ check: 'tenant-policy', ok: false, message: `${name} lacks Tenantry's policies (has: ${t.policies.join(', ') || 'none'}).`, fix: 'Re-run the tenant migrations (tenantry migrate), which re-applies the policies to every tenant table.' });
+    } else if (t.policies.some((p) => !p.startsWith('tenantry_') && p.endsWith(':permissive'))) {
+      // an extra permissive policy cannot widen past the restrictive one, but it signals a hand edit
+      checks.push({ check: 'tenant-policy', ok: true, message: `${name} has extra permissive policies (still bounded by tenantry_isolation).` });
+    }
+  }
+  const [pub] = await sql<{ open: boolean }[]>`
+    select exists (select 1 from pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                   where n.nspname = 'public' and a.grantee = 0 and a.privilege_type = 'CREATE') as open`;
+  if (pub?.open) {
+    problems++;
+    checks.push({ check: 'public-schema', ok: false, message: `${database}: PUBLIC may CREATE in schema public.`, fix: `In database ${database}: REVOKE CREATE ON SCHEMA public FROM PUBLIC;` });
+  }
+  const [owned] = await sql<{ n: number }[]>`
+    select count(*)::int as n from pg_class c join pg_roles r on r.oid = c.relowner
+    where r.rolname = ${runtime} and c.relnamespace in (select oid from pg_namespace where nspname = any(${schemas}))`;
+  if ((owned?.n ?? 0) > 0) {
+    problems++;
+    checks.push({ check: 'runtime-owns-nothing', ok: false, message: `${database}: the runtime role owns ${owned!.n} tenant table(s), so it could disable their security.`, fix: 'ALTER TABLE ... OWNER TO the owner role for each.' });
+  }
+  if (problems === 0) checks.push({ check: 'row-level-security', ok: true, message: `${database}: ${tables.length} tenant tables have RLS enabled and forced with Tenantry's policies; no CREATE on public.` });
+}

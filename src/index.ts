@@ -1,0 +1,15 @@
+// The public surface of the `tenantry` package: everything else is internal.
+export { Tenantry, type QueryMode } from './tenantry.js';
+export { TenantryError, isTenantryError, ERROR_CODES, type ErrorCode } from './errors.js';
+export { envOptions, type TenantryOptions, type ResolvedOptions, type ProvisionStep } from './config.js';
+export type { Logger } from './logger.js';
+export {
+  TIERS, ISOLATION_MODES, TENANT_STATUSES,
+  type Tenant, type Tier, type Isolation, type TenantStatus,
+} from './tenants/model.js';
+export type { CreateTenantInput } from './provisioning/provision.js';
+export type { ListTenantsOptions, UpdateTenantInput, DeleteTenantOptions } from './tenants/tenants.js';
+export type { AuditActor, AuditEntry } from './audit/audit.js';
+export type { RepairReport } from './provisioning/repair.js';
+export type { DoctorReport, DoctorCheck } from './doctor/doctor.js';
+export { validateSlug, SLUG_RULE } from './identifiers.js';

@@ -1,0 +1,189 @@
+import { randomBytes, randomUUID, createHash } from 'node:crypto';
+import type { Sql } from 'postgres';
+import { TenantryError } from './errors.js';
+import { ident, literal } from './identifiers.js';
+import type { ContextSigner } from './isolation/context.js';
+import {
+  contextSchemaSql, hardenDatabaseSql, migrateTarget, POOLED_SCHEMA, DATABASE_MODE_SCHEMA,
+} from './isolation/data-plane.js';
+import type { InstallationRoles } from './core.js';
+import type { MigrationFile } from './migrations/files.js';
+import type { Logger } from './logger.js';
+
+export interface InstallationRecord {
+  id: string;
+  namespace: string;
+  secret: Buffer;
+}
+
+/** Reads the installation row, creating it (with a fresh master secret) on first start. */
+export async function loadOrCreateInstallation(lock: Sql, namespace: string): Promise<InstallationRecord> {
+  const [row] = await lock<{ id: string; namespace: string; secret: Buffer }[]>`
+    select id, namespace, secret from tenantry_catalog.installation`;
+  if (row) {
+    if (row.namespace !== namespace) {
+      throw new TenantryError('INVALID_CONFIG', `This catalog was installed with namespace "${row.namespace}", not "${namespace}". Set TENANTRY_NAMESPACE=${row.namespace}.`);
+    }
+    return row;
+  }
+  const created = { id: randomUUID(), namespace, secret: randomBytes(32) };
+  await lock`insert into tenantry_catalog.installation (id, namespace, secret) values (${created.id}, ${namespace}, ${created.secret})`;
+  return created;
+}
+
+export function installationRoles(namespace: string): InstallationRoles {
+  return {
+    owner: `${namespace}_owner`,
+    runtime: `${namespace}_runtime`,
+    pooledGroup: `${namespace}_pooled`,
+    databaseGroup: `${namespace}_dbtenant`,
+    schemaGroup: `${namespace}_schematenant`,
+  };
+}
+
+const roleComment = (installationId: string): string => `tenantry installation ${installationId}`;
+
+/**
+ * Creates Tenantry's fixed roles. Works for a user with only CREATEDB and CREATEROLE: it grants
+ * itself membership in the roles it creates, which it needs to create objects owned by them, to drop
+ * databases they are connected to and to end their sessions.
+ */
+export async function ensureRoles(lock: Sql, inst: InstallationRecord, roles: InstallationRoles, signer: ContextSigner): Promise<void> {
+  const specs: { name: string; attrs: string }[] = [
+    { name: roles.owner, attrs: 'nologin nosuperuser nocreatedb nocreaterole noreplication nobypassrls' },
+    {
+      name: roles.runtime,
+      // the session user of every library pool: owns nothing, bypasses nothing, belongs to no role
+      attrs: `login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit password ${literal(signer.rolePassword(roles.runtime))}`,
+    },
+    { name: roles.pooledGroup, attrs: 'nologin nosuperuser nocreatedb nocreaterole noreplication nobypassrls' },
+    { name: roles.databaseGroup, attrs: 'nologin nosuperuser nocreatedb nocreaterole noreplication nobypassrls' },
+    { name: roles.schemaGroup, attrs: 'nologin nosuperuser nocreatedb nocreaterole noreplication nobypassrls' },
+  ];
+  for (const spec of specs) {
+    const [existing] = await lock<{ comment: string | null }[]>`
+      select shobj_description(oid, 'pg_authid') as comment from pg_roles where rolname = ${spec.name}`;
+    if (existing) {
+      if (existing.comment !== roleComment(inst.id)) {
+        throw new TenantryError('NAMESPACE_IN_USE', `Role ${spec.name} already exists and does not belong to this installation. Choose another TENANTRY_NAMESPACE, or drop the other installation.`);
+      }
+      await lock.unsafe(`alter role ${ident(spec.name)} with ${spec.attrs}`);
+    } else {
+      await lock.unsafe(`create role ${ident(spec.name)} with ${spec.attrs}`);
+      await lock.unsafe(`comment on role ${ident(spec.name)} is ${literal(roleComment(inst.id))}`);
+    }
+  }
+  await grantSelf(lock, roles.owner);
+  await grantSelf(lock, roles.runtime);
+}
+
+/** Makes the configured user a member of `role` (with its privileges), unless it already is. */
+export async function grantSelf(sql: Sql, role: string): Promise<void> {
+  const [m] = await sql<{ ok: boolean }[]>`select pg_has_role(current_user, ${role}, 'USAGE') and pg_has_role(current_user, ${role}, 'MEMBER') as ok`;
+  if (m?.ok) return;
+  await sql.unsafe(`grant ${ident(role)} to current_user`);
+}
+
+export async function databaseExists(sql: Sql, name: string): Promise<boolean> {
+  const rows = await sql`select 1 from pg_database where datname = ${name}`;
+  return rows.length > 0;
+}
+
+/**
+ * The shared data database holds the pooled tables (schema `pooled`) and every schema tenant's schema.
+ * It is separate from the catalog database so that no tenant role ever needs CONNECT on the catalog.
+ */
+export async function ensureSharedDatabase(opts: {
+  lock: Sql; adminTo: (db: string, max?: number) => Sql; name: string; namespace: string; roles: InstallationRoles;
+  signer: ContextSigner; migrations: MigrationFile[]; logger: Logger;
+}): Promise<void> {
+  const { lock, name, roles } = opts;
+  if (!(await databaseExists(lock, name))) {
+    await lock.unsafe(`create database ${ident(name)}`);
+    opts.logger.info({ database: name }, 'created the shared data database');
+  }
+  await lock.unsafe(`${hardenDatabaseSql(name, roles.runtime)}
+    grant connect on database ${ident(name)} to ${ident(roles.pooledGroup)}, ${ident(roles.schemaGroup)};`);
+  const db = opts.adminTo(name, 1);
+  try {
+    await db.begin(async (tx) => {
+      await tx.unsafe(contextSchemaSql(opts.namespace, roles, opts.signer.paddedKeys()));
+      await tx.unsafe(`create schema if not exists ${POOLED_SCHEMA} authorization ${ident(roles.owner)}`);
+      await hardenPublicSchema(tx as unknown as Sql, opts.logger, name);
+    });
+    await migrateTarget(db, {
+      schema: POOLED_SCHEMA, owner: roles.owner, migrations: opts.migrations,
+      rls: { schema: POOLED_SCHEMA, grantees: [roles.runtime, roles.pooledGroup] },
+    });
+  } finally {
+    await db.end({ timeout: 5 });
+  }
+}
+
+/** No CREATE on `public` for PUBLIC (PostgreSQL 15+ already defaults to this; older versions do not). */
+async function hardenPublicSchema(tx: Sql, logger: Logger, database: string): Promise<void> {
+  const [owns] = await tx<{ ok: boolean }[]>`
+    select pg_has_role(current_user, nspowner, 'USAGE') as ok from pg_namespace where nspname = 'public'`;
+  if (owns?.ok) {
+    await tx.unsafe('revoke create on schema public from public');
+  } else {
+    logger.warn({ database }, 'cannot revoke CREATE on schema public (not its owner); doctor will report it');
+  }
+}
+
+/** Digest of the tenant migrations a template holds, to know without connecting whether it is current. */
+export function migrationsDigest(migrations: MigrationFile[]): string {
+  return createHash('sha256').update(migrations.map((m) => `${m.version}:${m.checksum}`).join('\n')).digest('hex');
+}
+
+/**
+ * The template database tenant databases are cloned from. It is kept at `datallowconn = false`, so no
+ * session can sit in it (CREATE DATABASE ... TEMPLATE refuses a template with connections) and no
+ * tenant can ever connect to it; it is opened briefly only to migrate it.
+ */
+export async function ensureTemplateDatabase(opts: {
+  lock: Sql; adminTo: (db: string, max?: number) => Sql; name: string; namespace: string; roles: InstallationRoles;
+  signer: ContextSigner; migrations: MigrationFile[]; logger: Logger;
+}): Promise<void> {
+  const { lock, name, roles } = opts;
+  const digest = migrationsDigest(opts.migrations);
+  const exists = await databaseExists(lock, name);
+  if (exists) {
+    const [state] = await lock<{ value: string }[]>`select value #>> '{}' as value from tenantry_catalog.settings where key = 'template_migrations'`;
+    if (state?.value === digest) return;
+  } else {
+    await lock.unsafe(`create database ${ident(name)}`);
+  }
+  await lock.unsafe(`alter database ${ident(name)} allow_connections true; ${hardenDatabaseSql(name, roles.runtime)}`);
+  const db = opts.adminTo(name, 1);
+  try {
+    await db.begin(async (tx) => {
+      await tx.unsafe(contextSchemaSql(opts.namespace, roles, opts.signer.paddedKeys()));
+      await tx.unsafe(`create schema if not exists ${DATABASE_MODE_SCHEMA} authorization ${ident(roles.owner)}`);
+      await hardenPublicSchema(tx as unknown as Sql, opts.logger, name);
+    });
+    await migrateTarget(db, {
+      schema: DATABASE_MODE_SCHEMA, owner: roles.owner, migrations: opts.migrations,
+      rls: { schema: DATABASE_MODE_SCHEMA, grantees: [roles.runtime, roles.databaseGroup] },
+    });
+  } finally {
+    await db.end({ timeout: 5 });
+    await lock.unsafe(`alter database ${ident(name)} allow_connections false`);
+  }
+  await lock`
+    insert into tenantry_catalog.settings (key, value) values ('template_migrations', ${lock.json(digest)})
+    on conflict (key) do update set value = excluded.value, updated_at = now()`;
+  opts.logger.info({ database: name }, 'template database is current');
+}
+
+/** Keeps tenant roles and databases away from the catalog database, when the configured user owns it. */
+export async function hardenCatalogDatabase(lock: Sql, logger: Logger): Promise<void> {
+  const [db] = await lock<{ name: string; owns: boolean }[]>`
+    select datname as name, pg_has_role(current_user, datdba, 'USAGE') as owns
+    from pg_database where datname = current_database()`;
+  if (db?.owns && db.name !== 'postgres') {
+    await lock.unsafe(`revoke connect, temporary on database ${ident(db.name)} from public`);
+  } else {
+    logger.warn({ database: db?.name }, 'CONNECT on the catalog database stays granted to PUBLIC (not owned by the configured user, or the shared maintenance database); doctor reports it');
+  }
+}

@@ -1,0 +1,222 @@
+import type { Sql, TransactionSql } from 'postgres';
+import { ident } from '../identifiers.js';
+import { TenantryError } from '../errors.js';
+import type { MigrationFile } from '../migrations/files.js';
+
+/** Names every data database shares. */
+export const CONTEXT_SCHEMA = 'tenantry';
+export const POOLED_SCHEMA = 'pooled';
+export const DATABASE_MODE_SCHEMA = 'app';
+
+export interface RoleNames {
+  owner: string;
+  runtime: string;
+  /** group whose members (pooled tenants' own roles) may touch the shared pooled tables */
+  pooledGroup: string;
+  /** group whose members (database tenants' own roles) may touch tables in the tenant databases */
+  databaseGroup: string;
+}
+
+export function roleNames(namespace: string): RoleNames {
+  return {
+    owner: `${namespace}_owner`,
+    runtime: `${namespace}_runtime`,
+    pooledGroup: `${namespace}_pooled`,
+    databaseGroup: `${namespace}_dbtenant`,
+  };
+}
+
+/**
+ * The context schema of a data database: the key table only its owner can read and the SECURITY
+ * DEFINER function the policies call. Runs as the privileged user, objects owned by the owner role.
+ */
+export function contextSchemaSql(namespace: string, roles: RoleNames, keys: { inner: Buffer; outer: Buffer }): string {
+  const owner = ident(roles.owner);
+  return `
+create schema if not exists ${CONTEXT_SCHEMA} authorization ${owner};
+grant usage on schema ${CONTEXT_SCHEMA} to public;
+set local role ${owner};
+create table if not exists ${CONTEXT_SCHEMA}.settings (
+  singleton boolean primary key default true check (singleton),
+  namespace text not null,
+  k_inner bytea not null,
+  k_outer bytea not null
+);
+revoke all on ${CONTEXT_SCHEMA}.settings from public;
+insert into ${CONTEXT_SCHEMA}.settings (namespace, k_inner, k_outer)
+  values ('${namespace}', '\\x${keys.inner.toString('hex')}', '\\x${keys.outer.toString('hex')}')
+  on conflict (singleton) do update set namespace = excluded.namespace, k_inner = excluded.k_inner, k_outer = excluded.k_outer;
+create table if not exists ${CONTEXT_SCHEMA}.migrations (
+  schema_name text not null,
+  version integer not null,
+  name text not null,
+  checksum text not null,
+  applied_at timestamptz not null default now(),
+  primary key (schema_name, version)
+);
+revoke all on ${CONTEXT_SCHEMA}.migrations from public;
+
+-- The tenant the current statement acts for. Policies call it as (select tenantry.current_tenant()),
+-- so it runs once per statement. SECURITY DEFINER with a fixed search_path: the caller can neither
+-- read the key nor shadow the functions it calls.
+create or replace function ${CONTEXT_SCHEMA}.current_tenant() returns uuid
+language plpgsql stable security definer
+set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  s record;
+  prefix text;
+  ctx text;
+  claimed text;
+  tenant uuid;
+begin
+  select namespace, k_inner, k_outer into s from ${CONTEXT_SCHEMA}.settings;
+  prefix := s.namespace || '_t_';
+  if left(session_user::text, length(prefix)) = prefix then
+    -- A tenant's own login role (untrusted SQL): the session user decides. SET ROLE, RESET ROLE
+    -- and set_config cannot change the session user, so nothing sent on it can act for another tenant.
+    tenant := substr(session_user::text, length(prefix) + 1)::uuid;
+  else
+    ctx := current_setting('tenantry.ctx', true);
+    if ctx is null or ctx = '' then
+      return null; -- no context: policies compare with NULL, so no row qualifies
+    end if;
+    claimed := split_part(ctx, '.', 1);
+    if length(ctx) <> 101 or claimed !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+      raise exception 'tenantry: malformed tenant context' using errcode = '42501';
+    end if;
+    -- compare digests rather than the MACs, so timing says nothing about the expected MAC's prefix
+    if sha256(convert_to(split_part(ctx, '.', 2), 'UTF8'))
+       <> sha256(convert_to(encode(sha256(s.k_outer || sha256(s.k_inner || convert_to(claimed, 'UTF8'))), 'hex'), 'UTF8')) then
+      raise exception 'tenantry: tenant context signature is invalid' using errcode = '42501';
+    end if;
+    tenant := claimed::uuid;
+  end if;
+  -- a tenant database belongs to exactly one tenant, whatever context arrives in it
+  if left(current_database()::text, length(prefix)) = prefix
+     and substr(current_database()::text, length(prefix) + 1)::uuid <> tenant then
+    raise exception 'tenantry: this database belongs to another tenant' using errcode = '42501';
+  end if;
+  return tenant;
+end
+$fn$;
+revoke all on function ${CONTEXT_SCHEMA}.current_tenant() from public;
+grant execute on function ${CONTEXT_SCHEMA}.current_tenant() to public;
+reset role;
+`;
+}
+
+/**
+ * Hardening every data database gets: no CREATE on public, no temporary objects, no CONNECT for
+ * PUBLIC. Run as the database's owner (the privileged user).
+ */
+export function hardenDatabaseSql(database: string, runtime: string): string {
+  return `
+revoke connect, temporary on database ${ident(database)} from public;
+grant connect on database ${ident(database)} to ${ident(runtime)};`;
+}
+
+export interface RlsTarget {
+  schema: string;
+  /** set for a schema-per-tenant schema: its policies also pin tenant_id to this tenant */
+  pinnedTenant?: string;
+  /** roles that get DML on the schema's tenant tables (runtime and the tenant's role or group) */
+  grantees: string[];
+}
+
+/**
+ * Row-level security on every table of a schema that has tenant_id: ENABLE + FORCE, a permissive
+ * policy that admits the current tenant's rows and a RESTRICTIVE one that no other policy can widen,
+ * both with USING and WITH CHECK. With no context current_tenant() is NULL, so no row qualifies
+ * (fail closed). Tables without tenant_id get no grants at all (and doctor reports them).
+ */
+export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarget): Promise<{ tables: string[]; withoutTenantId: string[] }> {
+  const rows = await tx<{ relname: string; has_tenant: boolean }[]>`
+    select c.relname,
+           exists (select 1 from pg_attribute a
+                   where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped) as has_tenant
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = ${target.schema} and c.relkind in ('r', 'p')
+    order by c.relname`;
+  const s = ident(target.schema);
+  const grantees = target.grantees.map(ident).join(', ');
+  const base = `tenant_id = (select ${CONTEXT_SCHEMA}.current_tenant())`;
+  const pinned = target.pinnedTenant ? `${base} and tenant_id = '${uuidLiteral(target.pinnedTenant)}'::uuid` : base;
+  const stmts: string[] = [`grant usage on schema ${s} to ${grantees}`];
+  const tables: string[] = [];
+  const withoutTenantId: string[] = [];
+  for (const r of rows) {
+    if (!r.has_tenant) {
+      withoutTenantId.push(r.relname);
+      continue;
+    }
+    tables.push(r.relname);
+    const t = `${s}.${ident(r.relname)}`;
+    stmts.push(
+      `alter table ${t} enable row level security`,
+      `alter table ${t} force row level security`,
+      `drop policy if exists tenantry_access on ${t}`,
+      `create policy tenantry_access on ${t} as permissive for all to public using (${base}) with check (${base})`,
+      `drop policy if exists tenantry_isolation on ${t}`,
+      `create policy tenantry_isolation on ${t} as restrictive for all to public using (${pinned}) with check (${pinned})`,
+      `grant select, insert, update, delete on ${t} to ${grantees}`,
+    );
+  }
+  stmts.push(`grant usage, select on all sequences in schema ${s} to ${grantees}`);
+  await tx.unsafe(stmts.join(';\n'));
+  return { tables, withoutTenantId };
+}
+
+function uuidLiteral(id: string): string {
+  if (!/^[0-9a-f-]{36}$/.test(id)) throw new TenantryError('INVALID_INPUT', `Not a tenant id: ${id}`);
+  return id;
+}
+
+export interface MigrateTargetOptions {
+  schema: string;
+  owner: string;
+  migrations: MigrationFile[];
+  rls: RlsTarget;
+  /** signed context of the tenant, so data-changing migrations see that tenant's rows */
+  context?: string;
+  lockTimeoutMs?: number;
+}
+
+/**
+ * Applies pending tenant migrations to one schema of one data database, in one transaction, then
+ * re-applies row-level security so every new tenant table is covered. Returns the version reached.
+ * An applied file whose checksum changed is refused.
+ */
+export async function migrateTarget(sql: Sql, opts: MigrateTargetOptions): Promise<{ version: number; applied: number }> {
+  return sql.begin(async (tx) => {
+    await tx.unsafe(`set local lock_timeout = '${Math.max(1, opts.lockTimeoutMs ?? 10_000)}ms'`);
+    const { applied, pending } = await planTarget(tx, opts.schema, opts.migrations);
+    const version = opts.migrations.length ? opts.migrations[opts.migrations.length - 1]!.version : 0;
+    if (pending.length === 0 && applied > 0) return { version, applied: 0 };
+    await tx.unsafe(`set local role ${ident(opts.owner)}; set local search_path = ${ident(opts.schema)}`);
+    if (opts.context) await tx`select set_config('tenantry.ctx', ${opts.context}, true)`;
+    for (const m of pending) {
+      try {
+        await tx.unsafe(m.sql);
+      } catch (err) {
+        throw new TenantryError('MIGRATION_FAILED', `Tenant migration ${m.name} failed in schema ${opts.schema}: ${(err as Error).message}`, { migration: m.name, schema: opts.schema }, { cause: err });
+      }
+      await tx`insert into tenantry.migrations (schema_name, version, name, checksum) values (${opts.schema}, ${m.version}, ${m.name}, ${m.checksum})`;
+    }
+    await applyRowSecurity(tx, opts.rls);
+    return { version, applied: pending.length };
+  });
+}
+
+export async function planTarget(tx: TransactionSql | Sql, schema: string, migrations: MigrationFile[]): Promise<{ applied: number; pending: MigrationFile[] }> {
+  const rows = await tx<{ version: number; name: string; checksum: string }[]>`
+    select version, name, checksum from tenantry.migrations where schema_name = ${schema}`;
+  const done = new Map(rows.map((r) => [r.version, r]));
+  for (const m of migrations) {
+    const d = done.get(m.version);
+    if (d && d.checksum !== m.checksum) {
+      throw new TenantryError('MIGRATION_CHECKSUM_MISMATCH', `Tenant migration ${m.name} was edited after it was applied to ${schema}. Restore the original file and put new changes in a new numbered file.`, { migration: m.name, schema });
+    }
+  }
+  return { applied: rows.length, pending: migrations.filter((m) => !done.has(m.version)) };
+}

@@ -1,0 +1,110 @@
+import { randomUUID } from 'node:crypto';
+import type { Core } from '../core.js';
+import { TenantryError, isTenantryError } from '../errors.js';
+import { validateSlug } from '../identifiers.js';
+import { appendAudit, type AuditActor } from '../audit/audit.js';
+import {
+  validateIsolation, validateMetadata, validateName, validateTier, validateTrialDays,
+  toTenant, type Isolation, type Tenant, type TenantRow, type Tier,
+} from '../tenants/model.js';
+import { STRATEGIES, createTenantRole, dropTenantRole, type TenantPlacement } from '../isolation/modes.js';
+import type { ProvisionStep } from '../config.js';
+
+export interface CreateTenantInput {
+  slug: string;
+  name?: string;
+  tier?: Tier | string;
+  isolation?: Isolation | string;
+  /** start as `trial`, ending after this many days */
+  trialDays?: number;
+  metadata?: Record<string, unknown>;
+}
+
+/**
+ * Creates a tenant: catalog row (`provisioning`), its own role, its schema or database, its tables,
+ * then `active` (or `trial`). Any failure undoes every earlier step, removes the catalog row and leaves
+ * an audit entry saying why; a crash half-way is cleaned up by `repair()`.
+ */
+export async function provisionTenant(core: Core, input: CreateTenantInput, who: AuditActor = {}): Promise<Tenant> {
+  if (!input || typeof input !== 'object') throw new TenantryError('INVALID_INPUT', 'create() takes an object like { slug: "acme-corp" }.');
+  const slug = validateSlug(input.slug);
+  const name = validateName(input.name, slug);
+  const tier = validateTier(input.tier ?? 'free');
+  const isolation = validateIsolation(input.isolation ?? 'pooled');
+  const trialDays = validateTrialDays(input.trialDays);
+  const metadata = validateMetadata(input.metadata);
+  const actor = who.actor ?? core.opts.actor;
+  const strategy = STRATEGIES[isolation];
+  const placement = strategy.placementFor(core, randomUUID());
+  const log = core.logger.child({ tenantId: placement.id, slug, isolation });
+  const started = Date.now();
+
+  const step = async (s: ProvisionStep): Promise<void> => {
+    await core.opts.onProvisionStep?.(s, { id: placement.id, isolation });
+  };
+
+  await step('catalog-row');
+  try {
+    await core.admin`
+      insert into tenantry_catalog.tenants
+        (id, slug, name, status, tier, isolation, database_name, schema_name, role_name, metadata)
+      values (${placement.id}, ${slug}, ${name}, 'provisioning', ${tier}, ${isolation},
+              ${placement.database}, ${placement.schema}, ${placement.role}, ${core.admin.json(metadata as never)})`;
+  } catch (err) {
+    if ((err as { code?: string }).code === '23505') {
+      throw new TenantryError('SLUG_TAKEN', `The slug "${slug}" is already taken; choose another.`, { slug });
+    }
+    throw err;
+  }
+
+  try {
+    await step('role');
+    await createTenantRole(core, placement);
+    await step('placement');
+    await strategy.place(core, placement);
+    await step('migrations');
+    const version = await strategy.migrate(core, placement);
+    await step('activate');
+    const row = await core.admin.begin(async (tx) => {
+      const [r] = await tx<TenantRow[]>`
+        update tenantry_catalog.tenants set
+          status = ${trialDays ? 'trial' : 'active'},
+          trial_ends_at = ${trialDays ? tx`now() + make_interval(days => ${trialDays})` : null},
+          schema_version = ${version}, updated_at = now()
+        where id = ${placement.id} and status = 'provisioning'
+        returning *`;
+      if (!r) throw new TenantryError('PROVISIONING_FAILED', 'The tenant row vanished while it was being provisioned (was repair() run at the same time?).');
+      await appendAudit(tx, {
+        tenantId: placement.id, actor, action: 'tenant.created', target: `tenant:${placement.id}`, requestId: who.requestId,
+        details: { slug, name, tier, isolation, trialDays: trialDays ?? null, metadata, durationMs: Date.now() - started },
+      });
+      return r;
+    });
+    const tenant = toTenant(row);
+    log.info({ durationMs: Date.now() - started }, 'tenant provisioned');
+    return tenant;
+  } catch (err) {
+    log.warn({ err }, 'provisioning failed; rolling back');
+    const reason = err instanceof Error ? err.message : String(err);
+    try {
+      await teardownTenantObjects(core, placement);
+      await core.admin.begin(async (tx) => {
+        await tx`delete from tenantry_catalog.tenants where id = ${placement.id} and status = 'provisioning'`;
+        await appendAudit(tx, {
+          tenantId: placement.id, actor, action: 'tenant.provisioning_failed', target: `tenant:${placement.id}`,
+          requestId: who.requestId, details: { slug, isolation, tier, reason },
+        });
+      });
+    } catch (cleanupErr) {
+      log.error({ err: cleanupErr }, 'rollback of a failed provisioning did not finish; run repair()');
+    }
+    if (isTenantryError(err, 'PROVISIONING_FAILED')) throw err;
+    throw new TenantryError('PROVISIONING_FAILED', `Provisioning tenant "${slug}" failed and was rolled back: ${reason}`, { slug }, { cause: err });
+  }
+}
+
+/** Removes whatever exists of a tenant's objects (data first, then its role). Idempotent. */
+export async function teardownTenantObjects(core: Core, placement: TenantPlacement): Promise<void> {
+  await STRATEGIES[placement.isolation].remove(core, placement);
+  await dropTenantRole(core, placement.role);
+}

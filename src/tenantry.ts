@@ -1,0 +1,254 @@
+import type { Sql, TransactionSql } from 'postgres';
+import { resolveOptions, type TenantryOptions, type ResolvedOptions } from './config.js';
+import { silentLogger, type Logger } from './logger.js';
+import { TenantryError } from './errors.js';
+import { connect, PoolBudget } from './db/connections.js';
+import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
+import { migrateCatalog, catalogVersions } from './catalog/catalog-migrations.js';
+import { ContextSigner } from './isolation/context.js';
+import { loadMigrationFiles } from './migrations/files.js';
+import {
+  loadOrCreateInstallation, installationRoles, ensureRoles, ensureSharedDatabase, ensureTemplateDatabase,
+  hardenCatalogDatabase, databaseExists,
+} from './installation.js';
+import type { Core } from './core.js';
+import { TenantCache } from './tenants/cache.js';
+import { TenantService } from './tenants/tenants.js';
+import { repairInstallation, type RepairReport } from './provisioning/repair.js';
+import { runDoctor, type DoctorReport } from './doctor/doctor.js';
+import { listAudit, type AuditEntry } from './audit/audit.js';
+import { uninstall } from './provisioning/uninstall.js';
+
+export type QueryMode = 'all' | 'one' | 'val' | 'execute';
+const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
+
+/** The database the embedded server keeps the catalog in. */
+const EMBEDDED_CATALOG_DB = 'tenantry';
+
+export class Tenantry {
+  readonly tenants: TenantService;
+  private closed = false;
+  private unlisten: (() => Promise<void>) | undefined;
+
+  private constructor(private readonly core: Core, private readonly embedded: EmbeddedServer | undefined) {
+    this.tenants = new TenantService(core);
+  }
+
+  /**
+   * Connects (starting the embedded PostgreSQL when no databaseUrl / DATABASE_URL is given), creates or
+   * upgrades the catalog, Tenantry's roles, the shared database and the template, and returns a ready
+   * instance. Safe to call from several processes at once.
+   */
+  static async open(options: TenantryOptions = {}): Promise<Tenantry> {
+    const opts = resolveOptions(options);
+    const logger = options.logger ?? silentLogger;
+    let embedded: EmbeddedServer | undefined;
+    let url = opts.databaseUrl;
+    if (!url) {
+      embedded = await startEmbedded(opts.dataDir, opts.embeddedPort, logger);
+      url = await ensureEmbeddedCatalog(embedded.url);
+    }
+    try {
+      return await Tenantry.openOn(url, opts, logger, embedded);
+    } catch (err) {
+      await embedded?.stop().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private static async openOn(url: string, opts: ResolvedOptions, logger: Logger, embedded: EmbeddedServer | undefined): Promise<Tenantry> {
+    const admin = connect(url, { max: 10 });
+    const adminTo = (database: string, max = 2): Sql => connect(url, { database, max, idle_timeout: 10 });
+    const migrations = loadMigrationFiles(opts.tenantMigrations);
+    const roles = installationRoles(opts.namespace);
+    const sharedDatabase = `${opts.namespace}_shared`;
+    const templateDatabase = `${opts.namespace}_template`;
+    let signer: ContextSigner | undefined;
+    let installationId = '';
+    try {
+      await migrateCatalog(admin, logger, async (lock) => {
+        await assertPrivileges(lock);
+        const inst = await loadOrCreateInstallation(lock, opts.namespace);
+        installationId = inst.id;
+        signer = new ContextSigner(inst.secret);
+        await ensureRoles(lock, inst, roles, signer);
+        await hardenCatalogDatabase(lock, logger);
+        const shared = { lock, adminTo, namespace: opts.namespace, roles, signer, migrations, logger };
+        await ensureSharedDatabase({ ...shared, name: sharedDatabase });
+        await ensureTemplateDatabase({ ...shared, name: templateDatabase });
+      });
+    } catch (err) {
+      await admin.end({ timeout: 5 });
+      throw err;
+    }
+    const runtimePassword = signer!.rolePassword(roles.runtime);
+    const pools = new PoolBudget(opts.maxConnections, opts.idleTimeoutSeconds * 1000, logger);
+    const core: Core = {
+      opts, logger, url, admin,
+      sharedAdmin: adminTo(sharedDatabase, 4),
+      installationId, namespace: opts.namespace, roles, sharedDatabase, templateDatabase,
+      signer: signer!, migrations, pools,
+      cache: new TenantCache(opts.tenantCacheTtlMs),
+      adminTo,
+      runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => connect(url, {
+        database, username: roles.runtime, password: runtimePassword,
+        max: opts.poolSize, idle_timeout: opts.idleTimeoutSeconds,
+      }), fn),
+    };
+    const t = new Tenantry(core, embedded);
+    // other processes announce tenant changes; drop our cached copy at once
+    const sub = await admin.listen('tenantry_tenant_changed', (id) => core.cache.invalidate(id), () => core.cache.clear());
+    t.unlisten = () => sub.unlisten();
+    logger.info({ namespace: opts.namespace }, 'tenantry ready');
+    return t;
+  }
+
+  /** The options in force (secrets excluded). */
+  get options(): Readonly<ResolvedOptions> {
+    return this.core.opts;
+  }
+
+  /** The configured user's pool on the catalog database, for callers that extend the catalog. */
+  get catalog(): Sql {
+    this.assertOpen();
+    return this.core.admin;
+  }
+
+  /**
+   * Runs `fn` in a transaction bound to one tenant, in any isolation mode. The tenant context is
+   * signed and transaction-local (set_config(..., true)), so a connection handed back to the pool
+   * carries nothing to its next user, and SQL injected into `fn` cannot act for another tenant.
+   * Unqualified table names resolve to the tenant's tables.
+   */
+  async withTenant<T>(idOrSlug: string, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
+    this.assertOpen();
+    if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenant(idOrSlug, fn) needs a function.');
+    const tenant = await this.tenants.resolveForWork(idOrSlug);
+    const context = this.core.signer.sign(tenant.id);
+    const searchPath = `"${tenant.placement.schema}"`;
+    return this.core.runtimeOn(tenant.placement.database, (sql) => sql.begin(async (tx) => {
+      // Sent without waiting for its reply: the first statement of `fn` follows on the same connection
+      // in the same round trip (postgres.js pipelines), and fails with it if this fails.
+      const setup = tx`select set_config('tenantry.ctx', ${context}, true), set_config('search_path', ${searchPath}, true)`.execute();
+      setup.catch(() => undefined);
+      const result = await fn(tx);
+      await setup;
+      return result;
+    }) as Promise<T>);
+  }
+
+  /**
+   * One statement for one tenant (the original design's execute_query): `all` rows, `one` row (or
+   * null), `val` the first column of the first row (or null), `execute` the affected row count.
+   */
+  async query<R = Record<string, unknown>>(idOrSlug: string, text: string, params: unknown[] = [], mode: QueryMode = 'all'): Promise<R[] | R | number | null> {
+    if (typeof text !== 'string' || text.trim() === '') throw new TenantryError('INVALID_INPUT', 'query() needs SQL text.');
+    if (!Array.isArray(params)) throw new TenantryError('INVALID_INPUT', 'query() params must be an array.');
+    if (!QUERY_MODES.includes(mode)) throw new TenantryError('INVALID_INPUT', `query() mode must be one of ${QUERY_MODES.join(', ')}, got ${JSON.stringify(mode)}.`);
+    return this.withTenant(idOrSlug, async (sql) => {
+      const rows = await sql.unsafe(text, params as never[]);
+      switch (mode) {
+        case 'all': return [...rows] as R[];
+        case 'one': return (rows[0] as R | undefined) ?? null;
+        case 'val': {
+          const first = rows[0] as Record<string, unknown> | undefined;
+          return first ? (Object.values(first)[0] as R) ?? null : null;
+        }
+        case 'execute': return rows.count;
+      }
+    });
+  }
+
+  /** Audit entries of one tenant, newest first. */
+  async audit(idOrSlug: string, opts: { limit?: number; before?: string } = {}): Promise<AuditEntry[]> {
+    this.assertOpen();
+    const limit = opts.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TenantryError('INVALID_INPUT', 'limit must be an integer from 1 to 1000.');
+    if (opts.before !== undefined && !/^[0-9]{1,19}$/.test(opts.before)) throw new TenantryError('INVALID_INPUT', 'before must be an audit entry id.');
+    const id = (await this.tenants.find(idOrSlug))?.id ?? (/^[0-9a-f-]{36}$/.test(idOrSlug) ? idOrSlug : undefined);
+    if (!id) throw new TenantryError('TENANT_NOT_FOUND', `No tenant with id or slug ${JSON.stringify(idOrSlug)}.`);
+    return listAudit(this.core.admin, id, { limit, ...(opts.before ? { before: opts.before } : {}) });
+  }
+
+  /**
+   * Finds tenants stuck in `provisioning` (older than `olderThanSeconds`, default repairAfterSeconds)
+   * and schemas, databases and roles that no catalog row owns, and removes them.
+   */
+  repair(opts: { olderThanSeconds?: number; actor?: string } = {}): Promise<RepairReport> {
+    this.assertOpen();
+    return repairInstallation(this.core, opts);
+  }
+
+  /** Checks the live installation against the isolation invariants; each failure says how to fix it. */
+  doctor(): Promise<DoctorReport> {
+    this.assertOpen();
+    return runDoctor(this.core);
+  }
+
+  /** Whether the catalog is reachable and at this code's version (for readiness probes). */
+  async ready(): Promise<{ ok: boolean; catalogVersion: number; expectedVersion: number }> {
+    const v = await catalogVersions(this.core.admin);
+    return { ok: v.current === v.expected, catalogVersion: v.current, expectedVersion: v.expected };
+  }
+
+  /** Connection pool figures, for metrics. */
+  poolStats(): ReturnType<PoolBudget['stats']> {
+    return this.core.pools.stats();
+  }
+
+  /**
+   * Removes the whole installation: every tenant database and role, the shared and template databases,
+   * Tenantry's roles and its catalog schema. Irreversible; `confirm` must repeat the namespace.
+   */
+  async uninstall(opts: { confirm: string }): Promise<void> {
+    this.assertOpen();
+    if (opts?.confirm !== this.core.namespace) {
+      throw new TenantryError('INVALID_INPUT', `uninstall() destroys every tenant; pass { confirm: "${this.core.namespace}" } to proceed.`);
+    }
+    await this.unlisten?.().catch(() => undefined);
+    this.unlisten = undefined;
+    await this.core.pools.end();
+    await uninstall(this.core);
+    await this.close();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.unlisten?.().catch(() => undefined);
+    await this.core.pools.end();
+    await Promise.all([this.core.sharedAdmin.end({ timeout: 5 }), this.core.admin.end({ timeout: 5 })]);
+    await this.embedded?.stop();
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new TenantryError('CLOSED', 'This Tenantry instance has been closed; open a new one.');
+  }
+}
+
+/** The embedded server keeps the catalog in its own database rather than in `postgres`. */
+async function ensureEmbeddedCatalog(serverUrl: string): Promise<string> {
+  const sql = connect(serverUrl, { max: 1 });
+  try {
+    if (!(await databaseExists(sql, EMBEDDED_CATALOG_DB))) {
+      await sql.unsafe(`create database ${EMBEDDED_CATALOG_DB}`).catch((err: { code?: string }) => {
+        if (err.code !== '42P04') throw err; // created by a concurrent start
+      });
+    }
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+  const u = new URL(serverUrl);
+  u.pathname = `/${EMBEDDED_CATALOG_DB}`;
+  return u.toString();
+}
+
+/** Tenantry needs CREATEDB and CREATEROLE (or superuser); say so up front rather than half-way. */
+async function assertPrivileges(sql: Sql): Promise<void> {
+  const [r] = await sql<{ super: boolean; createdb: boolean; createrole: boolean; user: string }[]>`
+    select rolsuper as super, rolcreatedb as createdb, rolcreaterole as createrole, rolname as user
+    from pg_roles where rolname = current_user`;
+  if (!r || (!r.super && (!r.createdb || !r.createrole))) {
+    throw new TenantryError('INSUFFICIENT_PRIVILEGE', `The database user ${r?.user ?? '?'} needs CREATEDB and CREATEROLE (ALTER ROLE ${r?.user ?? 'you'} CREATEDB CREATEROLE), as on managed PostgreSQL services.`);
+  }
+}

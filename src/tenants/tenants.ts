@@ -1,0 +1,257 @@
+import type { Sql, TransactionSql } from 'postgres';
+import type { Core } from '../core.js';
+import { TenantryError } from '../errors.js';
+import { ident, isUuid } from '../identifiers.js';
+import { appendAudit, type AuditActor } from '../audit/audit.js';
+import {
+  toTenant, validateIsolation, validateMetadata, validateName, validateReason, validateStatus, validateTier,
+  type Isolation, type Tenant, type TenantRow, type TenantStatus, type Tier,
+} from './model.js';
+import { provisionTenant, teardownTenantObjects, type CreateTenantInput } from '../provisioning/provision.js';
+import { terminateRoleSessions } from '../isolation/modes.js';
+
+export interface ListTenantsOptions {
+  status?: TenantStatus | string;
+  tier?: Tier | string;
+  isolation?: Isolation | string;
+  /** 1-500, default 50 */
+  limit?: number;
+  /** `nextCursor` of the previous page */
+  cursor?: string;
+  /** include soft-deleted tenants when no status filter is given (default false) */
+  includeDeleted?: boolean;
+}
+
+export interface UpdateTenantInput {
+  name?: string;
+  tier?: Tier | string;
+  metadata?: Record<string, unknown>;
+}
+
+export interface DeleteTenantOptions extends AuditActor {
+  /** remove the role, schema or database and every pooled row; refused unless soft-deleted first or `force` */
+  hard?: boolean;
+  force?: boolean;
+}
+
+type Tx = TransactionSql | Sql;
+
+/** Tenants and their lifecycle. Every change commits together with its audit entry. */
+export class TenantService {
+  constructor(private readonly core: Core) {}
+
+  create(input: CreateTenantInput, who?: AuditActor): Promise<Tenant> {
+    return provisionTenant(this.core, input, who);
+  }
+
+  /** By id or slug; throws TENANT_NOT_FOUND. Finds soft-deleted tenants too (check `status`). */
+  async get(idOrSlug: string): Promise<Tenant> {
+    const t = await this.find(idOrSlug);
+    if (!t) throw notFound(idOrSlug);
+    return t;
+  }
+
+  async find(idOrSlug: string): Promise<Tenant | undefined> {
+    if (typeof idOrSlug !== 'string' || idOrSlug.length === 0 || idOrSlug.length > 64) {
+      throw new TenantryError('INVALID_INPUT', `A tenant is named by its id (uuid) or slug, got ${JSON.stringify(idOrSlug)}.`);
+    }
+    const key = idOrSlug.toLowerCase();
+    const [row] = isUuid(key)
+      ? await this.core.admin<TenantRow[]>`select * from tenantry_catalog.tenants where id = ${key}`
+      : await this.core.admin<TenantRow[]>`select * from tenantry_catalog.tenants where slug = ${key}`;
+    return row ? toTenant(row) : undefined;
+  }
+
+  /**
+   * The tenant for tenant work (withTenant, query): cached, and refused unless active or trial.
+   */
+  async resolveForWork(idOrSlug: string): Promise<Tenant> {
+    let t = this.core.cache.get(idOrSlug);
+    if (!t) {
+      t = await this.get(idOrSlug);
+      this.core.cache.set(t);
+    }
+    switch (t.status) {
+      case 'active':
+      case 'trial':
+        return t;
+      case 'suspended':
+        throw new TenantryError('TENANT_SUSPENDED', `Tenant "${t.slug}" is suspended (${t.suspendedReason ?? 'no reason given'}); activate it to resume work.`, { tenantId: t.id });
+      case 'deleted':
+        throw new TenantryError('TENANT_DELETED', `Tenant "${t.slug}" is deleted; restore it to resume work.`, { tenantId: t.id });
+      default:
+        throw new TenantryError('TENANT_NOT_READY', `Tenant "${t.slug}" is still being provisioned; retry shortly, or run repair() if it is stuck.`, { tenantId: t.id });
+    }
+  }
+
+  async list(opts: ListTenantsOptions = {}): Promise<{ items: Tenant[]; nextCursor: string | null }> {
+    const sql = this.core.admin;
+    const limit = opts.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 500) {
+      throw new TenantryError('INVALID_INPUT', `limit must be an integer from 1 to 500, got ${String(opts.limit)}.`);
+    }
+    const status = opts.status === undefined ? undefined : validateStatus(opts.status);
+    const tier = opts.tier === undefined ? undefined : validateTier(opts.tier);
+    const isolation = opts.isolation === undefined ? undefined : validateIsolation(opts.isolation);
+    let after = 0n;
+    if (opts.cursor !== undefined) {
+      const decoded = /^[0-9]{1,19}$/.test(String(opts.cursor)) ? BigInt(opts.cursor) : -1n;
+      if (decoded < 0n) throw new TenantryError('INVALID_INPUT', 'cursor is not one this API returned; pass nextCursor from the previous page.');
+      after = decoded;
+    }
+    const rows = await sql<TenantRow[]>`
+      select * from tenantry_catalog.tenants
+      where seq > ${after.toString()}
+        ${status ? sql`and status = ${status}` : opts.includeDeleted ? sql`` : sql`and status <> 'deleted'`}
+        ${tier ? sql`and tier = ${tier}` : sql``}
+        ${isolation ? sql`and isolation = ${isolation}` : sql``}
+      order by seq limit ${limit + 1}`;
+    const page = rows.slice(0, limit);
+    return {
+      items: page.map(toTenant),
+      nextCursor: rows.length > limit ? String(page[page.length - 1]!.seq) : null,
+    };
+  }
+
+  async update(idOrSlug: string, input: UpdateTenantInput, who: AuditActor = {}): Promise<Tenant> {
+    if (!input || typeof input !== 'object') throw new TenantryError('INVALID_INPUT', 'update() takes an object with name, tier or metadata.');
+    const unknown = Object.keys(input).filter((k) => !['name', 'tier', 'metadata'].includes(k));
+    if (unknown.length) throw new TenantryError('INVALID_INPUT', `update() accepts name, tier and metadata; not ${unknown.join(', ')}.`);
+    const name = input.name === undefined ? undefined : validateName(input.name);
+    const tier = input.tier === undefined ? undefined : validateTier(input.tier);
+    const metadata = input.metadata === undefined ? undefined : validateMetadata(input.metadata);
+    return this.transition(idOrSlug, who, 'tenant.updated', ['active', 'trial', 'suspended'], async (tx, before) => {
+      const [r] = await tx<TenantRow[]>`
+        update tenantry_catalog.tenants set
+          name = ${name ?? before.name}, tier = ${tier ?? before.tier},
+          metadata = ${tx.json((metadata ?? before.metadata) as never)}, updated_at = now()
+        where id = ${before.id} returning *`;
+      const changes: Record<string, unknown> = {};
+      if (name !== undefined && name !== before.name) changes.name = { from: before.name, to: name };
+      if (tier !== undefined && tier !== before.tier) changes.tier = { from: before.tier, to: tier };
+      if (metadata !== undefined) changes.metadata = { from: before.metadata, to: metadata };
+      return { row: r!, details: { changes } };
+    });
+  }
+
+  /** Refuses tenant work with TENANT_SUSPENDED; in schema and database modes also disables its login and ends its sessions. */
+  async suspend(idOrSlug: string, reason: string, who: AuditActor = {}): Promise<Tenant> {
+    const why = validateReason(reason);
+    const t = await this.transition(idOrSlug, who, 'tenant.suspended', ['active', 'trial'], async (tx, before) => {
+      await tx.unsafe(`alter role ${ident(before.placement.role)} nologin`);
+      const [r] = await tx<TenantRow[]>`
+        update tenantry_catalog.tenants set status = 'suspended', suspended_reason = ${why}, updated_at = now()
+        where id = ${before.id} returning *`;
+      return { row: r!, details: { reason: why, previousStatus: before.status } };
+    });
+    await this.endSessions(t);
+    return t;
+  }
+
+  /** From suspended (or trial): back to active, or to trial while its trial has not ended. */
+  async activate(idOrSlug: string, who: AuditActor = {}): Promise<Tenant> {
+    return this.transition(idOrSlug, who, 'tenant.activated', ['suspended', 'trial'], async (tx, before) => {
+      await tx.unsafe(`alter role ${ident(before.placement.role)} login`);
+      const toTrial = before.status === 'suspended' && before.trialEndsAt !== null && before.trialEndsAt.getTime() > Date.now();
+      const [r] = await tx<TenantRow[]>`
+        update tenantry_catalog.tenants set
+          status = ${toTrial ? 'trial' : 'active'}, suspended_reason = null,
+          trial_ends_at = ${toTrial ? before.trialEndsAt : null}, updated_at = now()
+        where id = ${before.id} returning *`;
+      return { row: r!, details: { previousStatus: before.status } };
+    });
+  }
+
+  /**
+   * Soft delete (default): data kept, access refused, restorable. `{ hard: true }`: the role, schema
+   * or database and every pooled row are removed; refused unless soft-deleted first or `force`.
+   */
+  async delete(idOrSlug: string, opts: DeleteTenantOptions = {}): Promise<Tenant> {
+    if (opts.hard) return this.hardDelete(idOrSlug, opts);
+    const t = await this.transition(idOrSlug, opts, 'tenant.deleted', ['active', 'trial', 'suspended'], async (tx, before) => {
+      await tx.unsafe(`alter role ${ident(before.placement.role)} nologin`);
+      const [r] = await tx<TenantRow[]>`
+        update tenantry_catalog.tenants set status = 'deleted', deleted_at = now(), updated_at = now()
+        where id = ${before.id} returning *`;
+      return { row: r!, details: { previousStatus: before.status, suspendedReason: before.suspendedReason } };
+    });
+    await this.endSessions(t);
+    return t;
+  }
+
+  /** Undoes a soft delete: back to suspended if it was suspended, else trial or active. */
+  async restore(idOrSlug: string, who: AuditActor = {}): Promise<Tenant> {
+    return this.transition(idOrSlug, who, 'tenant.restored', ['deleted'], async (tx, before) => {
+      const status: TenantStatus = before.suspendedReason !== null ? 'suspended'
+        : before.trialEndsAt !== null && before.trialEndsAt.getTime() > Date.now() ? 'trial' : 'active';
+      if (status !== 'suspended') await tx.unsafe(`alter role ${ident(before.placement.role)} login`);
+      const [r] = await tx<TenantRow[]>`
+        update tenantry_catalog.tenants set status = ${status}, deleted_at = null, updated_at = now()
+        where id = ${before.id} returning *`;
+      return { row: r!, details: { status } };
+    });
+  }
+
+  private async hardDelete(idOrSlug: string, opts: DeleteTenantOptions): Promise<Tenant> {
+    const before = await this.get(idOrSlug);
+    if (before.status !== 'deleted' && !opts.force) {
+      throw new TenantryError('INVALID_TRANSITION', `Tenant "${before.slug}" is ${before.status}; soft-delete it first, or pass { force: true } to hard-delete it now.`, { tenantId: before.id, status: before.status });
+    }
+    if (before.status === 'provisioning') {
+      throw new TenantryError('INVALID_TRANSITION', `Tenant "${before.slug}" is still being provisioned; run repair() for a stuck one.`, { tenantId: before.id });
+    }
+    // Mark first, so no new work starts while its objects are removed; a crash after this point leaves
+    // a deleted tenant whose hard delete can simply be run again.
+    await this.core.admin.begin(async (tx) => {
+      await tx.unsafe(`alter role ${ident(before.placement.role)} nologin`);
+      await tx`update tenantry_catalog.tenants set status = 'deleted', deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = ${before.id}`;
+    });
+    this.core.cache.invalidate(before.id);
+    await teardownTenantObjects(this.core, { ...before.placement, id: before.id, isolation: before.isolation });
+    await this.core.admin.begin(async (tx) => {
+      await tx`delete from tenantry_catalog.tenants where id = ${before.id}`;
+      await appendAudit(tx, {
+        tenantId: before.id, actor: opts.actor ?? this.core.opts.actor, action: 'tenant.hard_deleted',
+        target: `tenant:${before.id}`, requestId: opts.requestId,
+        details: { slug: before.slug, isolation: before.isolation, previousStatus: before.status, forced: Boolean(opts.force) },
+      });
+    });
+    this.core.cache.invalidate(before.id);
+    this.core.logger.info({ tenantId: before.id }, 'tenant hard-deleted');
+    return { ...before, status: 'deleted', deletedAt: before.deletedAt ?? new Date() };
+  }
+
+  /**
+   * One lifecycle change: locks the row, checks the current status is one that allows it, applies the
+   * change and writes the audit entry, all in one transaction.
+   */
+  private async transition(
+    idOrSlug: string, who: AuditActor, action: string, allowed: TenantStatus[],
+    apply: (tx: Tx, before: Tenant) => Promise<{ row: TenantRow; details: Record<string, unknown> }>,
+  ): Promise<Tenant> {
+    const id = (await this.get(idOrSlug)).id;
+    const result = await this.core.admin.begin(async (tx) => {
+      const [row] = await tx<TenantRow[]>`select * from tenantry_catalog.tenants where id = ${id} for update`;
+      if (!row) throw notFound(idOrSlug);
+      const before = toTenant(row);
+      if (!allowed.includes(before.status)) {
+        throw new TenantryError('INVALID_TRANSITION', `Tenant "${before.slug}" is ${before.status}; ${action} is allowed only from ${allowed.join(' or ')}.`, { tenantId: id, status: before.status, action });
+      }
+      const { row: after, details } = await apply(tx, before);
+      await appendAudit(tx, { tenantId: id, actor: who.actor ?? this.core.opts.actor, action, target: `tenant:${id}`, requestId: who.requestId, details });
+      return toTenant(after);
+    });
+    this.core.cache.invalidate(id);
+    return result;
+  }
+
+  private async endSessions(t: Tenant): Promise<void> {
+    await terminateRoleSessions(this.core.admin, t.placement.role).catch((err: unknown) =>
+      this.core.logger.warn({ err, tenantId: t.id }, 'could not end the tenant role\'s open sessions'));
+  }
+}
+
+function notFound(idOrSlug: string): TenantryError {
+  return new TenantryError('TENANT_NOT_FOUND', `No tenant with id or slug ${JSON.stringify(idOrSlug)}.`, { tenant: idOrSlug });
+}
+
