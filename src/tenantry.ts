@@ -138,6 +138,29 @@ export class Tenantry {
   }
 
   /**
+   * Runs `fn` on a connection whose *session* user is the tenant's own login role: the primitive for
+   * untrusted SQL (the HTTP SQL endpoint). Nothing sent on it can become another role or another
+   * tenant: the policies key on the session user, which no statement can change. Optionally read-only
+   * and with a statement timeout.
+   */
+  async withTenantRole<T>(idOrSlug: string, fn: (sql: TransactionSql) => Promise<T>, opts: { readOnly?: boolean; statementTimeoutMs?: number } = {}): Promise<T> {
+    this.assertOpen();
+    if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenantRole(idOrSlug, fn) needs a function.');
+    const timeout = opts.statementTimeoutMs ?? 0;
+    if (!Number.isInteger(timeout) || timeout < 0) throw new TenantryError('INVALID_INPUT', 'statementTimeoutMs must be a non-negative integer.');
+    const tenant = await this.tenants.resolveForWork(idOrSlug);
+    const { database, role, schema } = tenant.placement;
+    const password = this.core.signer.rolePassword(role);
+    const size = Math.min(2, this.core.opts.poolSize);
+    return this.core.pools.use(`${database}|${role}`, size, () => connect(this.core.url, {
+      database, username: role, password, max: size, idle_timeout: this.core.opts.idleTimeoutSeconds,
+    }), (sql) => sql.begin(opts.readOnly ? 'read only' : 'read write', async (tx) => {
+      await tx`select set_config('search_path', ${`"${schema}"`}, true), set_config('statement_timeout', ${String(timeout)}, true)`;
+      return fn(tx);
+    }) as Promise<T>);
+  }
+
+  /**
    * One statement for one tenant (the original design's execute_query): `all` rows, `one` row (or
    * null), `val` the first column of the first row (or null), `execute` the affected row count.
    */

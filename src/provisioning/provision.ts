@@ -105,6 +105,7 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
 
 /** Removes whatever exists of a tenant's objects (data first, then its role). Idempotent. */
 export async function teardownTenantObjects(core: Core, placement: TenantPlacement): Promise<void> {
+  await core.pools.drop(`${placement.database}|${placement.role}`);
   await STRATEGIES[placement.isolation].remove(core, placement);
   await dropTenantRole(core, placement.role);
 }

@@ -1,0 +1,92 @@
+import { randomBytes } from 'node:crypto';
+import postgres, { type Sql } from 'postgres';
+import { Tenantry, type TenantryOptions } from '../../src/index.js';
+
+export const SUPERUSER_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export function superuser(): Sql {
+  return postgres(SUPERUSER_URL, { onnotice: () => {}, max: 4 });
+}
+
+export interface TestInstallation {
+  tenantry: Tenantry;
+  namespace: string;
+  /** URL of the installation's admin user (CREATEDB + CREATEROLE only, not a superuser) */
+  adminUrl: string;
+  /** a superuser connection to the catalog database, for inspecting state */
+  su: Sql;
+  /** connect to any database as any role (password derived by Tenantry for its own roles) */
+  urlFor(database: string, user: string, password?: string): string;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * A throwaway installation: its own admin role with only CREATEDB and CREATEROLE (as on managed
+ * PostgreSQL), its own catalog database and namespace, all removed by cleanup().
+ */
+export async function freshInstallation(options: Partial<TenantryOptions> = {}): Promise<TestInstallation> {
+  const namespace = `tt${randomBytes(4).toString('hex')}`;
+  const admin = `${namespace}_admin`;
+  const password = randomBytes(12).toString('hex');
+  const catalogDb = `${namespace}_catalog`;
+  const boot = superuser();
+  await boot.unsafe(`create role "${admin}" login createdb createrole password '${password}'`);
+  await boot.unsafe(`create database "${catalogDb}" owner "${admin}"`);
+  await boot.end();
+  const urlFor = (database: string, user: string, pw?: string): string => {
+    const u = new URL(SUPERUSER_URL);
+    u.username = encodeURIComponent(user);
+    u.password = pw ? encodeURIComponent(pw) : '';
+    u.pathname = `/${database}`;
+    return u.toString();
+  };
+  const adminUrl = urlFor(catalogDb, admin, password);
+  const tenantry = await Tenantry.open({ databaseUrl: adminUrl, namespace, ...options });
+  const su = postgres(urlFor(catalogDb, new URL(SUPERUSER_URL).username || 'postgres', decodeURIComponent(new URL(SUPERUSER_URL).password)), { onnotice: () => {}, max: 4 });
+  let cleaned = false;
+  return {
+    tenantry, namespace, adminUrl, su, urlFor,
+    async cleanup() {
+      if (cleaned) return;
+      cleaned = true;
+      await tenantry.uninstall({ confirm: namespace }).catch(async () => { await tenantry.close(); });
+      await su.end();
+      const s = superuser();
+      try {
+        await s.unsafe(`drop database if exists "${catalogDb}" with (force)`);
+        // anything uninstall could not reach (a test that broke things on purpose)
+        const dbs = await s<{ datname: string }[]>`select datname from pg_database where datname like ${namespace + '\\_%'}`;
+        for (const { datname } of dbs) {
+          await s.unsafe(`alter database "${datname}" allow_connections true`);
+          await s.unsafe(`drop database if exists "${datname}" with (force)`);
+        }
+        const roles = await s<{ rolname: string }[]>`select rolname from pg_roles where rolname like ${namespace + '\\_%'} order by rolname like '%\\_t\\_%' desc, rolname = ${admin}`;
+        for (const { rolname } of roles) {
+          await s.unsafe(`drop owned by "${rolname}" cascade`).catch(() => undefined);
+          await s.unsafe(`drop role if exists "${rolname}"`);
+        }
+      } finally {
+        await s.end();
+      }
+    },
+  };
+}
+
+/** The derived password of one of the installation's own roles (tenant roles, the runtime role). */
+export async function rolePassword(inst: TestInstallation, role: string): Promise<string> {
+  const { ContextSigner } = await import('../../src/isolation/context.js');
+  const [row] = await inst.su<{ secret: Buffer }[]>`select secret from tenantry_catalog.installation`;
+  return new ContextSigner(row!.secret).rolePassword(role);
+}
+
+/** A signed context for a tenant, as the library would set it (to show what a *valid* one can and cannot do). */
+export async function signedContext(inst: TestInstallation, tenantId: string): Promise<string> {
+  const { ContextSigner } = await import('../../src/isolation/context.js');
+  const [row] = await inst.su<{ secret: Buffer }[]>`select secret from tenantry_catalog.installation`;
+  return new ContextSigner(row!.secret).sign(tenantId);
+}
+
+/** A connection as a Tenantry role (tenant role or runtime) to a database. */
+export async function connectAs(inst: TestInstallation, role: string, database: string): Promise<Sql> {
+  return postgres(inst.urlFor(database, role, await rolePassword(inst, role)), { onnotice: () => {}, max: 1, connect_timeout: 10 });
+}
