@@ -42,6 +42,8 @@ export interface TenantryOptions {
   tenantCacheTtlMs?: number;
   /** Seconds after which `repair()` treats a tenant still in `provisioning` as abandoned. Default 600. */
   repairAfterSeconds?: number;
+  /** Operator token of the HTTP API. Default: env TENANTRY_ADMIN_KEY; when unset one is generated on first start and only its hash kept. */
+  adminKey?: string;
   /** pino-compatible logger. Default: silent. */
   logger?: Logger;
   /** Actor recorded in the audit log when a call names none. Default `system`. */
@@ -63,7 +65,27 @@ export interface ResolvedOptions {
   tenantCacheTtlMs: number;
   repairAfterSeconds: number;
   actor: string;
+  adminKey: string | undefined;
   onProvisionStep: TenantryOptions['onProvisionStep'];
+}
+
+export interface ServerOptions {
+  /** env PORT, default 8080 */
+  port: number;
+  /** env HOST, default 127.0.0.1 */
+  host: string;
+  /** env LOG_LEVEL, default info */
+  logLevel: string;
+}
+
+export function serverOptions(env: NodeJS.ProcessEnv = process.env): ServerOptions {
+  const port = env.PORT ? intFromEnv('PORT', env.PORT) : 8080;
+  if (port < 0 || port > 65535) throw new TenantryError('INVALID_CONFIG', `PORT must be 0-65535, got ${port}.`);
+  const logLevel = env.LOG_LEVEL ?? 'info';
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new TenantryError('INVALID_CONFIG', `LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent; got ${JSON.stringify(logLevel)}.`);
+  }
+  return { port, host: env.HOST ?? '127.0.0.1', logLevel };
 }
 
 /** The one place environment variables are read. */
@@ -74,6 +96,7 @@ export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOption
   if (env.TENANTRY_EMBEDDED_PORT) out.embeddedPort = intFromEnv('TENANTRY_EMBEDDED_PORT', env.TENANTRY_EMBEDDED_PORT);
   if (env.TENANTRY_NAMESPACE) out.namespace = env.TENANTRY_NAMESPACE;
   if (env.TENANTRY_TENANT_MIGRATIONS) out.tenantMigrations = env.TENANTRY_TENANT_MIGRATIONS;
+  if (env.TENANTRY_ADMIN_KEY) out.adminKey = env.TENANTRY_ADMIN_KEY;
   if (env.TENANTRY_MAX_CONNECTIONS) out.maxConnections = intFromEnv('TENANTRY_MAX_CONNECTIONS', env.TENANTRY_MAX_CONNECTIONS);
   return out;
 }
@@ -111,6 +134,7 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     tenantCacheTtlMs: positiveInt('tenantCacheTtlMs', merged.tenantCacheTtlMs ?? 5000, 0, 86_400_000),
     repairAfterSeconds: positiveInt('repairAfterSeconds', merged.repairAfterSeconds ?? 600, 0, 86_400 * 30),
     actor: merged.actor ?? 'system',
+    adminKey: merged.adminKey,
     onProvisionStep: merged.onProvisionStep,
   };
 }

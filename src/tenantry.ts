@@ -18,6 +18,7 @@ import { repairInstallation, type RepairReport } from './provisioning/repair.js'
 import { runDoctor, type DoctorReport } from './doctor/doctor.js';
 import { listAudit, type AuditEntry } from './audit/audit.js';
 import { uninstall } from './provisioning/uninstall.js';
+import { OperatorKey } from './keys/operator-key.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
@@ -27,11 +28,14 @@ const EMBEDDED_CATALOG_DB = 'tenantry';
 
 export class Tenantry {
   readonly tenants: TenantService;
+  /** the operator token of the HTTP API (TENANTRY_ADMIN_KEY, or generated once and stored hashed) */
+  readonly operatorKey: OperatorKey;
   private closed = false;
   private unlisten: (() => Promise<void>) | undefined;
 
   private constructor(private readonly core: Core, private readonly embedded: EmbeddedServer | undefined) {
     this.tenants = new TenantService(core);
+    this.operatorKey = new OperatorKey(core.admin, core.opts.adminKey);
   }
 
   /**
