@@ -9,6 +9,11 @@ import {
 } from '../tenants/model.js';
 import { STRATEGIES, createTenantRole, dropTenantRole, type TenantPlacement } from '../isolation/modes.js';
 import type { ProvisionStep } from '../config.js';
+import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
+
+function apiKeyResult(t: Tenant, apiKey: CreatedApiKey | undefined): Tenant & { apiKey?: CreatedApiKey } {
+  return apiKey ? { ...t, apiKey } : t;
+}
 
 export interface CreateTenantInput {
   slug: string;
@@ -25,7 +30,7 @@ export interface CreateTenantInput {
  * then `active` (or `trial`). Any failure undoes every earlier step, removes the catalog row and leaves
  * an audit entry saying why; a crash half-way is cleaned up by `repair()`.
  */
-export async function provisionTenant(core: Core, input: CreateTenantInput, who: AuditActor = {}): Promise<Tenant> {
+export async function provisionTenant(core: Core, input: CreateTenantInput, who: AuditActor = {}, keys?: ApiKeyService): Promise<Tenant & { apiKey?: CreatedApiKey }> {
   if (!input || typeof input !== 'object') throw new TenantryError('INVALID_INPUT', 'create() takes an object like { slug: "acme-corp" }.');
   const slug = validateSlug(input.slug);
   const name = validateName(input.name, slug);
@@ -43,21 +48,20 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     await core.opts.onProvisionStep?.(s, { id: placement.id, isolation });
   };
 
-  await step('catalog-row');
   try {
-    await core.admin`
-      insert into tenantry_catalog.tenants
-        (id, slug, name, status, tier, isolation, database_name, schema_name, role_name, metadata)
-      values (${placement.id}, ${slug}, ${name}, 'provisioning', ${tier}, ${isolation},
-              ${placement.database}, ${placement.schema}, ${placement.role}, ${core.admin.json(metadata as never)})`;
-  } catch (err) {
-    if ((err as { code?: string }).code === '23505') {
-      throw new TenantryError('SLUG_TAKEN', `The slug "${slug}" is already taken; choose another.`, { slug });
+    await step('catalog-row');
+    try {
+      await core.admin`
+        insert into tenantry_catalog.tenants
+          (id, slug, name, status, tier, isolation, database_name, schema_name, role_name, metadata)
+        values (${placement.id}, ${slug}, ${name}, 'provisioning', ${tier}, ${isolation},
+                ${placement.database}, ${placement.schema}, ${placement.role}, ${core.admin.json(metadata as never)})`;
+    } catch (err) {
+      if ((err as { code?: string }).code === '23505') {
+        throw new TenantryError('SLUG_TAKEN', `The slug "${slug}" is already taken; choose another.`, { slug });
+      }
+      throw err;
     }
-    throw err;
-  }
-
-  try {
     await step('role');
     await createTenantRole(core, placement);
     await step('placement');
@@ -78,12 +82,16 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
         tenantId: placement.id, actor, action: 'tenant.created', target: `tenant:${placement.id}`, requestId: who.requestId,
         details: { slug, name, tier, isolation, trialDays: trialDays ?? null, metadata, durationMs: Date.now() - started },
       });
-      return r;
+      // the first API key is issued in the transaction that activates the tenant: both or neither
+      const apiKey = keys ? await keys.createIn(tx, { id: placement.id }, { name: 'default', scopes: ['read', 'write', 'admin', 'sql'] }, { actor, ...(who.requestId ? { requestId: who.requestId } : {}) }) : undefined;
+      return { r, apiKey };
     });
-    const tenant = toTenant(row);
+    const tenant = apiKeyResult(toTenant(row.r), row.apiKey);
     log.info({ durationMs: Date.now() - started }, 'tenant provisioned');
     return tenant;
   } catch (err) {
+    // a taken slug is a refusal, not a failure: nothing was written, so nothing to undo or audit
+    if (isTenantryError(err, 'SLUG_TAKEN')) throw err;
     log.warn({ err }, 'provisioning failed; rolling back');
     const reason = err instanceof Error ? err.message : String(err);
     try {
