@@ -44,6 +44,12 @@ export interface TenantryOptions {
   repairAfterSeconds?: number;
   /** Operator token of the HTTP API. Default: env TENANTRY_ADMIN_KEY; when unset one is generated on first start and only its hash kept. */
   adminKey?: string;
+  /** Pepper for API key hashes (HMAC-SHA-256); unset: plain SHA-256. Default: env TENANTRY_KEY_PEPPER. Changing it invalidates every key. */
+  keyPepper?: string;
+  /** Redis for the rate limiter. Default: env REDIS_URL; unset: the PostgreSQL store. */
+  redisUrl?: string;
+  /** Seconds between storage measurements of every tenant; 0 turns the schedule off. Default 3600. */
+  storageRefreshSeconds?: number;
   /** pino-compatible logger. Default: silent. */
   logger?: Logger;
   /** Actor recorded in the audit log when a call names none. Default `system`. */
@@ -66,6 +72,9 @@ export interface ResolvedOptions {
   repairAfterSeconds: number;
   actor: string;
   adminKey: string | undefined;
+  keyPepper: string | undefined;
+  redisUrl: string | undefined;
+  storageRefreshSeconds: number;
   onProvisionStep: TenantryOptions['onProvisionStep'];
 }
 
@@ -97,6 +106,8 @@ export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOption
   if (env.TENANTRY_NAMESPACE) out.namespace = env.TENANTRY_NAMESPACE;
   if (env.TENANTRY_TENANT_MIGRATIONS) out.tenantMigrations = env.TENANTRY_TENANT_MIGRATIONS;
   if (env.TENANTRY_ADMIN_KEY) out.adminKey = env.TENANTRY_ADMIN_KEY;
+  if (env.TENANTRY_KEY_PEPPER) out.keyPepper = env.TENANTRY_KEY_PEPPER;
+  if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
   if (env.TENANTRY_MAX_CONNECTIONS) out.maxConnections = intFromEnv('TENANTRY_MAX_CONNECTIONS', env.TENANTRY_MAX_CONNECTIONS);
   return out;
 }
@@ -135,6 +146,9 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     repairAfterSeconds: positiveInt('repairAfterSeconds', merged.repairAfterSeconds ?? 600, 0, 86_400 * 30),
     actor: merged.actor ?? 'system',
     adminKey: merged.adminKey,
+    keyPepper: merged.keyPepper,
+    redisUrl: merged.redisUrl,
+    storageRefreshSeconds: positiveInt('storageRefreshSeconds', merged.storageRefreshSeconds ?? 3600, 0, 86_400 * 7),
     onProvisionStep: merged.onProvisionStep,
   };
 }

@@ -24,6 +24,17 @@ export const ERROR_CODES = {
   QUOTA_EXCEEDED: { status: 429, title: 'Quota exceeded' },
   RATE_LIMITED: { status: 429, title: 'Rate limited' },
   FORBIDDEN: { status: 403, title: 'Forbidden' },
+  UNAUTHORIZED: { status: 401, title: 'Missing or invalid credentials' },
+  INVALID_API_KEY: { status: 401, title: 'The API key is not valid' },
+  API_KEY_REVOKED: { status: 401, title: 'The API key was revoked' },
+  API_KEY_EXPIRED: { status: 401, title: 'The API key has expired' },
+  API_KEY_NOT_FOUND: { status: 404, title: 'API key not found' },
+  MEMBER_NOT_FOUND: { status: 404, title: 'Member not found' },
+  MEMBER_EXISTS: { status: 409, title: 'Already a member' },
+  LAST_OWNER: { status: 409, title: 'A tenant must keep at least one owner' },
+  INVITATION_NOT_FOUND: { status: 404, title: 'Invitation not found' },
+  INVITATION_EXPIRED: { status: 410, title: 'The invitation has expired' },
+  INVITATION_CLOSED: { status: 409, title: 'The invitation was already accepted or revoked' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

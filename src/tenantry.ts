@@ -1,4 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres';
+import { Redis } from 'ioredis';
 import { resolveOptions, type TenantryOptions, type ResolvedOptions } from './config.js';
 import { silentLogger, type Logger } from './logger.js';
 import { TenantryError } from './errors.js';
@@ -19,9 +20,20 @@ import { runDoctor, type DoctorReport } from './doctor/doctor.js';
 import { listAudit, type AuditEntry } from './audit/audit.js';
 import { uninstall } from './provisioning/uninstall.js';
 import { OperatorKey } from './keys/operator-key.js';
+import { QuotaService } from './quotas/quotas.js';
+import { FeatureService } from './quotas/features.js';
+import { ApiKeyService } from './keys/api-keys.js';
+import { MemberService } from './members/members.js';
+import { RateLimiter, type RateDecision } from './ratelimit/limiter.js';
+import { PostgresRateLimitStore } from './ratelimit/postgres-store.js';
+import { RedisRateLimitStore } from './ratelimit/redis-store.js';
+import { verifyAuditChain, type AuditVerification } from './audit/verify.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
+
+/** DISCARD ALL, which cannot run inside a transaction block, less what the runtime role cannot create (temporary objects). */
+const RESET_SESSION = 'reset all; deallocate all; close all; unlisten *; select pg_advisory_unlock_all()';
 
 /** The database the embedded server keeps the catalog in. */
 const EMBEDDED_CATALOG_DB = 'tenantry';
@@ -30,12 +42,50 @@ export class Tenantry {
   readonly tenants: TenantService;
   /** the operator token of the HTTP API (TENANTRY_ADMIN_KEY, or generated once and stored hashed) */
   readonly operatorKey: OperatorKey;
+  /** tiers, quota overrides, atomic usage metering, leases, usage history and storage */
+  readonly quotas: QuotaService;
+  /** feature flags: granted by tier, overridden per tenant */
+  readonly features: FeatureService;
+  /** tenant API keys */
+  readonly keys: ApiKeyService;
+  /** users, memberships, roles and invitations */
+  readonly members: MemberService;
+  /** per-tenant rate limiting (PostgreSQL store by default, Redis with REDIS_URL) */
+  readonly rateLimiter: RateLimiter;
   private closed = false;
   private unlisten: (() => Promise<void>) | undefined;
 
   private constructor(private readonly core: Core, private readonly embedded: EmbeddedServer | undefined) {
     this.tenants = new TenantService(core);
     this.operatorKey = new OperatorKey(core.admin, core.opts.adminKey);
+    this.quotas = new QuotaService(core, this.tenants);
+    this.features = new FeatureService(core, this.tenants);
+    this.keys = new ApiKeyService(core, this.tenants, core.opts.keyPepper);
+    this.members = new MemberService(core, this.tenants, this.quotas);
+    this.tenants.attachKeys(this.keys);
+    this.rateLimiter = new RateLimiter(core.opts.redisUrl
+      ? new RedisRateLimitStore(new Redis(core.opts.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false }))
+      : new PostgresRateLimitStore(core.admin));
+    if (core.opts.storageRefreshSeconds > 0) this.quotas.scheduleStorageRefresh(core.opts.storageRefreshSeconds);
+  }
+
+  /**
+   * One rate-limit decision for a tenant's API traffic, against its api_calls_per_minute quota (burst:
+   * the same number). The HTTP layer turns a denial into 429 with Retry-After.
+   */
+  async rateLimit(idOrSlug: string, cost = 1): Promise<RateDecision> {
+    const t = await this.tenants.resolveForWork(idOrSlug);
+    const limits = await this.quotas.effectiveQuotas(t.id);
+    const limit = Math.max(1, limits.api_calls_per_minute.limit);
+    return this.rateLimiter.consume(`tenant:${t.id}`, { limit, periodMs: 60_000, burst: limit }, cost);
+  }
+
+  /** Recomputes a tenant's audit hash chain and names the first broken entry, if any. */
+  async verifyAudit(idOrSlug: string): Promise<AuditVerification> {
+    this.assertOpen();
+    const id = (await this.tenants.find(idOrSlug))?.id ?? (/^[0-9a-f-]{36}$/.test(idOrSlug) ? idOrSlug : undefined);
+    if (!id) throw new TenantryError('TENANT_NOT_FOUND', `No tenant with id or slug ${JSON.stringify(idOrSlug)}.`);
+    return verifyAuditChain(this.core.admin, id);
   }
 
   /**
@@ -70,8 +120,9 @@ export class Tenantry {
     let signer: ContextSigner | undefined;
     let installationId = '';
     try {
+      // before the catalog migrations, so a user that cannot finish leaves nothing half-written
+      await assertPrivileges(admin);
       await migrateCatalog(admin, logger, async (lock) => {
-        await assertPrivileges(lock);
         const inst = await loadOrCreateInstallation(lock, opts.namespace);
         installationId = inst.id;
         signer = new ContextSigner(inst.secret);
@@ -97,6 +148,10 @@ export class Tenantry {
       runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => connect(url, {
         database, username: roles.runtime, password: runtimePassword,
         max: opts.poolSize, idle_timeout: opts.idleTimeoutSeconds,
+        // no named prepared statements on connections that every tenant shares: SQL run for one tenant
+        // could DEALLOCATE one and PREPARE its own under the same name, and the next tenant's query on
+        // that connection would run it with that tenant's context
+        prepare: false,
       }), fn),
     };
     const t = new Tenantry(core, embedded);
@@ -135,9 +190,19 @@ export class Tenantry {
       // in the same round trip (postgres.js pipelines), and fails with it if this fails.
       const setup = tx`select set_config('tenantry.ctx', ${context}, true), set_config('search_path', ${searchPath}, true)`.execute();
       setup.catch(() => undefined);
-      const result = await fn(tx);
-      await setup;
-      return result;
+      try {
+        const result = await fn(tx);
+        await setup;
+        // Session-level state the SQL in fn may have left (set_config(..., false), SET, PREPARE, cursors
+        // WITH HOLD, LISTEN, advisory locks) is cleared before the connection goes back to the pool.
+        await tx.unsafe(RESET_SESSION);
+        return result;
+      } catch (err) {
+        // fn may have ended the transaction early (COMMIT inside its SQL text) and set session state
+        // after it: end whatever transaction is open, then clear the session outside of any.
+        await tx.unsafe(`rollback; ${RESET_SESSION}`).catch(() => undefined);
+        throw err;
+      }
     }) as Promise<T>);
   }
 
@@ -242,6 +307,9 @@ export class Tenantry {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.quotas.stop();
+    await this.keys.stop();
+    await this.rateLimiter.close();
     await this.unlisten?.().catch(() => undefined);
     await this.core.pools.end();
     await Promise.all([this.core.sharedAdmin.end({ timeout: 5 }), this.core.admin.end({ timeout: 5 })]);

@@ -9,6 +9,7 @@ import {
 } from './model.js';
 import { provisionTenant, teardownTenantObjects, type CreateTenantInput } from '../provisioning/provision.js';
 import { terminateRoleSessions } from '../isolation/modes.js';
+import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
 
 export interface ListTenantsOptions {
   status?: TenantStatus | string;
@@ -38,10 +39,18 @@ type Tx = TransactionSql | Sql;
 
 /** Tenants and their lifecycle. Every change commits together with its audit entry. */
 export class TenantService {
+  private keys: ApiKeyService | undefined;
+
   constructor(private readonly core: Core) {}
 
-  create(input: CreateTenantInput, who?: AuditActor): Promise<Tenant> {
-    return provisionTenant(this.core, input, who);
+  /** Wired by Tenantry: provisioning issues each new tenant's first API key. */
+  attachKeys(keys: ApiKeyService): void {
+    this.keys = keys;
+  }
+
+  /** Provisions a tenant; the result carries its first API key (`apiKey`), shown this once. */
+  create(input: CreateTenantInput, who?: AuditActor): Promise<Tenant & { apiKey?: CreatedApiKey }> {
+    return provisionTenant(this.core, input, who, this.keys);
   }
 
   /** By id or slug; throws TENANT_NOT_FOUND. Finds soft-deleted tenants too (check `status`). */

@@ -1,0 +1,451 @@
+import { randomUUID } from 'node:crypto';
+import type { Sql, TransactionSql } from 'postgres';
+import type { Core } from '../core.js';
+import { TenantryError } from '../errors.js';
+import { ident } from '../identifiers.js';
+import { appendAudit, type AuditActor } from '../audit/audit.js';
+import type { TenantService } from '../tenants/tenants.js';
+import type { Tenant } from '../tenants/model.js';
+import { validateTier, TIERS, type Tier } from '../tenants/model.js';
+import { POOLED_SCHEMA } from '../isolation/data-plane.js';
+import {
+  METRICS, QUOTAS, validateAmount, validateLimit, validateMetric, validateQuotaName,
+  type MetricName, type QuotaName, type WindowUnit,
+} from './metrics.js';
+
+export interface TierInfo {
+  name: Tier;
+  quotas: Record<QuotaName, number>;
+  features: string[];
+  updatedAt: Date;
+}
+
+export interface EffectiveQuota {
+  limit: number;
+  source: 'tier' | 'override';
+}
+
+export interface UsageLine {
+  metric: MetricName;
+  kind: 'count' | 'window' | 'lease' | 'gauge';
+  quota: QuotaName;
+  used: number;
+  limit: number;
+  /** 0-100+, one decimal */
+  utilization: number;
+  windowStart: Date | null;
+}
+
+export interface UsageSummary {
+  tenantId: string;
+  tier: Tier;
+  metrics: UsageLine[];
+  /** true when any metric is over 90% of its limit */
+  atRisk: boolean;
+}
+
+export interface UsageHistoryRow {
+  tenantId: string;
+  slug: string;
+  period: string;
+  metric: string;
+  amount: number;
+}
+
+export interface IncrementResult {
+  metric: MetricName;
+  used: number;
+  limit: number;
+  /** true when this was a retry of an already-applied idempotency key */
+  replayed: boolean;
+}
+
+const WINDOW_SQL: Record<WindowUnit, string> = { minute: 'minute', hour: 'hour', day: 'day', month: 'month' };
+
+/** Tiers, per-tenant quota overrides and atomic usage metering. */
+export class QuotaService {
+  private storageTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly core: Core, private readonly tenants: TenantService) {}
+
+  // ---- tiers ----
+
+  async listTiers(): Promise<TierInfo[]> {
+    const rows = await this.core.admin<{ name: Tier; quotas: Record<QuotaName, number>; features: string[]; updated_at: Date }[]>`
+      select name, quotas, features, updated_at from tenantry_catalog.tiers order by array_position(${TIERS as unknown as string[]}::text[], name)`;
+    return rows.map((r) => ({ name: r.name, quotas: r.quotas, features: r.features, updatedAt: r.updated_at }));
+  }
+
+  async getTier(name: string): Promise<TierInfo> {
+    const tier = validateTier(name);
+    const t = (await this.listTiers()).find((x) => x.name === tier);
+    if (!t) throw new TenantryError('INVALID_TIER', `Tier ${tier} is missing from the catalog.`);
+    return t;
+  }
+
+  /** Edits a tier's quotas (merged) and/or its feature set (replaced); audited on the installation's chain. */
+  async updateTier(name: string, change: { quotas?: Partial<Record<string, number>>; features?: string[] }, who: AuditActor = {}): Promise<TierInfo> {
+    const tier = validateTier(name);
+    if (!change || typeof change !== 'object') throw new TenantryError('INVALID_INPUT', 'updateTier() takes { quotas?, features? }.');
+    const quotas: Record<string, number> = {};
+    for (const [k, v] of Object.entries(change.quotas ?? {})) quotas[validateQuotaName(k)] = validateLimit(v, k);
+    const features = change.features === undefined ? undefined : change.features.map(validateFeature);
+    await this.core.admin.begin(async (tx) => {
+      const [before] = await tx<{ quotas: Record<string, number>; features: string[] }[]>`select quotas, features from tenantry_catalog.tiers where name = ${tier} for update`;
+      await tx`
+        update tenantry_catalog.tiers set quotas = quotas || ${tx.json(quotas)},
+          features = ${features ?? before!.features}, updated_at = now()
+        where name = ${tier}`;
+      await appendAudit(tx, {
+        tenantId: null, actor: who.actor ?? this.core.opts.actor, action: 'tier.updated', target: `tier:${tier}`,
+        requestId: who.requestId, details: { quotas, features: features ?? null, before },
+      });
+    });
+    return this.getTier(tier);
+  }
+
+  // ---- quotas ----
+
+  /** Each quota's limit for a tenant: its override if set, else its tier's. */
+  async effectiveQuotas(idOrSlug: string): Promise<Record<QuotaName, EffectiveQuota>> {
+    const t = await this.tenants.get(idOrSlug);
+    const rows = await this.core.admin<{ quota: string; limit_value: string; source: 'tier' | 'override' }[]>`
+      select q.key as quota, coalesce(o.limit_value, q.value::bigint) as limit_value,
+             case when o.limit_value is null then 'tier' else 'override' end as source
+      from tenantry_catalog.tiers ti, jsonb_each_text(ti.quotas) q
+      left join tenantry_catalog.quota_overrides o on o.tenant_id = ${t.id} and o.quota = q.key
+      where ti.name = ${t.tier}`;
+    const out = {} as Record<QuotaName, EffectiveQuota>;
+    for (const r of rows) if ((QUOTAS as readonly string[]).includes(r.quota)) out[r.quota as QuotaName] = { limit: Number(r.limit_value), source: r.source };
+    return out;
+  }
+
+  /** Sets per-tenant overrides (a number) or removes them (null); audited. */
+  async setOverrides(idOrSlug: string, overrides: Record<string, number | null>, who: AuditActor = {}): Promise<Record<QuotaName, EffectiveQuota>> {
+    if (!overrides || typeof overrides !== 'object' || Array.isArray(overrides)) throw new TenantryError('INVALID_INPUT', 'Quota overrides are an object like { max_agents: 500 } (null removes one).');
+    const entries = Object.entries(overrides).map(([k, v]) => [validateQuotaName(k), v === null ? null : validateLimit(v, k)] as const);
+    if (entries.length === 0) throw new TenantryError('INVALID_INPUT', 'Name at least one quota to override.');
+    const t = await this.tenants.get(idOrSlug);
+    await this.core.admin.begin(async (tx) => {
+      for (const [quota, value] of entries) {
+        if (value === null) await tx`delete from tenantry_catalog.quota_overrides where tenant_id = ${t.id} and quota = ${quota}`;
+        else await tx`
+          insert into tenantry_catalog.quota_overrides (tenant_id, quota, limit_value) values (${t.id}, ${quota}, ${value})
+          on conflict (tenant_id, quota) do update set limit_value = excluded.limit_value`;
+      }
+      await appendAudit(tx, {
+        tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'quota.overrides_set', target: `tenant:${t.id}`,
+        requestId: who.requestId, details: { overrides: Object.fromEntries(entries) },
+      });
+    });
+    return this.effectiveQuotas(t.id);
+  }
+
+  // ---- metering ----
+
+  /**
+   * Debits `amount` of a count or windowed metric. Either returns the new usage or throws
+   * QUOTA_EXCEEDED having changed nothing. One UPDATE decides: its WHERE re-checks the limit on the
+   * row it locks, so concurrent debits never overshoot, and a window that has passed restarts in the
+   * same statement. A retry with the same idempotency key is applied once.
+   */
+  async increment(idOrSlug: string, metricName: string, amount = 1, opts: { idempotencyKey?: string } = {}): Promise<IncrementResult> {
+    const metric = validateMetric(metricName);
+    const def = METRICS[metric];
+    if (def.kind !== 'count' && def.kind !== 'window') {
+      throw new TenantryError('INVALID_INPUT', `${metric} is a ${def.kind} metric: ${def.kind === 'lease' ? 'use acquireLease/releaseLease' : 'it is measured, not debited (refreshStorage)'}.`);
+    }
+    const n = validateAmount(amount);
+    const key = opts.idempotencyKey;
+    if (key !== undefined && (typeof key !== 'string' || key.length < 1 || key.length > 200)) {
+      throw new TenantryError('INVALID_INPUT', 'idempotencyKey must be a string of 1-200 characters.');
+    }
+    const tenant = await this.tenants.resolveForWork(idOrSlug);
+    if (key === undefined) return this.debit(this.core.admin, tenant, metric, n);
+    return this.core.admin.begin(async (tx) => {
+      const claimed = await tx`
+        insert into tenantry_catalog.usage_idempotency (tenant_id, idempotency_key, metric, amount, used_after)
+        values (${tenant.id}, ${key}, ${metric}, ${n}, -1) on conflict do nothing returning 1`;
+      if (claimed.length === 0) {
+        // a concurrent first attempt held the key until it committed; its outcome is now visible
+        const [prior] = await tx<{ metric: string; amount: string; used_after: string }[]>`
+          select metric, amount, used_after from tenantry_catalog.usage_idempotency where tenant_id = ${tenant.id} and idempotency_key = ${key}`;
+        if (prior!.metric !== metric || Number(prior!.amount) !== n) {
+          throw new TenantryError('INVALID_INPUT', `Idempotency key ${JSON.stringify(key)} was already used for ${prior!.amount} ${prior!.metric}; use a new key for a different request.`);
+        }
+        const limits = await this.effectiveQuotas(tenant.id);
+        return { metric, used: Number(prior!.used_after), limit: limits[def.quota].limit, replayed: true };
+      }
+      const r = await this.debit(tx, tenant, metric, n);
+      await tx`update tenantry_catalog.usage_idempotency set used_after = ${r.used} where tenant_id = ${tenant.id} and idempotency_key = ${key}`;
+      return r;
+    });
+  }
+
+  /** Lowers a count metric (an agent deleted, a user removed); never below zero. */
+  async decrement(idOrSlug: string, metricName: string, amount = 1): Promise<{ metric: MetricName; used: number }> {
+    const metric = validateMetric(metricName);
+    if (METRICS[metric].kind !== 'count') throw new TenantryError('INVALID_INPUT', `Only count metrics go down; ${metric} is ${METRICS[metric].kind}.`);
+    const n = validateAmount(amount);
+    const t = await this.tenants.get(idOrSlug);
+    const [r] = await this.core.admin<{ used: string }[]>`
+      update tenantry_catalog.usage_counters set used = greatest(used - ${n}, 0), updated_at = now()
+      where tenant_id = ${t.id} and metric = ${metric} returning used`;
+    return { metric, used: Number(r?.used ?? 0) };
+  }
+
+  /** The debit statement, shared with members (max_users) so both paths enforce the same way. */
+  async debit(sql: Sql | TransactionSql, tenant: Tenant, metric: MetricName, n: number): Promise<IncrementResult> {
+    const def = METRICS[metric];
+    const windowed = def.kind === 'window';
+    const unit = windowed ? WINDOW_SQL[(def as { window: WindowUnit }).window] : null;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const rows = await sql<{ used: string; limit_value: string }[]>`
+        with lim as (
+          select coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value
+          from tenantry_catalog.tenants t
+          join tenantry_catalog.tiers ti on ti.name = t.tier
+          left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
+          where t.id = ${tenant.id}
+        ), w as (
+          select case when ${unit}::text is null then null else date_trunc(${unit ?? 'day'}, now()) end as ws
+        ), upd as (
+          update tenantry_catalog.usage_counters c set
+            used = case when c.window_start is distinct from w.ws then ${n} else c.used + ${n} end,
+            window_start = w.ws, updated_at = now()
+          from lim, w
+          where c.tenant_id = ${tenant.id} and c.metric = ${metric}
+            and (case when c.window_start is distinct from w.ws then ${n} else c.used + ${n} end) <= lim.limit_value
+          returning c.used, lim.limit_value
+        ), hist as (
+          insert into tenantry_catalog.usage_daily (tenant_id, metric, day, amount)
+          select ${tenant.id}, ${metric}, current_date, ${n} from upd
+          on conflict (tenant_id, metric, day) do update set amount = usage_daily.amount + excluded.amount
+        )
+        select used, limit_value from upd`;
+      if (rows[0]) return { metric, used: Number(rows[0].used), limit: Number(rows[0].limit_value), replayed: false };
+      // no row updated: either the counter does not exist yet, or the debit would pass the limit
+      const created = await sql`
+        insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${tenant.id}, ${metric}, 0)
+        on conflict do nothing returning 1`;
+      if (created.length === 0 || attempt === 1) break;
+    }
+    const [cur] = await sql<{ used: string; limit_value: string; current: boolean }[]>`
+      select c.used, coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value,
+             (${unit}::text is null or c.window_start = date_trunc(${unit ?? 'day'}, now())) as current
+      from tenantry_catalog.usage_counters c
+      join tenantry_catalog.tenants t on t.id = c.tenant_id
+      join tenantry_catalog.tiers ti on ti.name = t.tier
+      left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
+      where c.tenant_id = ${tenant.id} and c.metric = ${metric}`;
+    const used = cur?.current ? Number(cur.used) : 0;
+    const limit = Number(cur?.limit_value ?? 0);
+    throw new TenantryError('QUOTA_EXCEEDED', `Quota ${def.quota} of tenant "${tenant.slug}" would be exceeded: ${used} used of ${limit}, ${n} more requested${windowed ? ` (resets each ${unit})` : ''}. Raise the tier or override the quota.`, { tenantId: tenant.id, metric, quota: def.quota, used, limit, requested: n });
+  }
+
+  /**
+   * Takes one concurrency slot for `ttlSeconds`; a holder that crashes frees its slot when the lease
+   * expires. Acquisitions for one tenant and metric serialise on its counter row.
+   */
+  async acquireLease(idOrSlug: string, metricName: string, opts: { ttlSeconds?: number } = {}): Promise<{ leaseId: string; expiresAt: Date; used: number; limit: number }> {
+    const metric = validateMetric(metricName);
+    const def = METRICS[metric];
+    if (def.kind !== 'lease') throw new TenantryError('INVALID_INPUT', `${metric} is not a lease metric; use increment.`);
+    const ttl = opts.ttlSeconds ?? 300;
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 86_400) throw new TenantryError('INVALID_INPUT', 'ttlSeconds must be an integer from 1 to 86400.');
+    const tenant = await this.tenants.resolveForWork(idOrSlug);
+    return this.core.admin.begin(async (tx) => {
+      await tx`insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${tenant.id}, ${metric}, 0) on conflict do nothing`;
+      const [lim] = await tx<{ limit_value: string }[]>`
+        select coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value
+        from tenantry_catalog.usage_counters c
+        join tenantry_catalog.tenants t on t.id = c.tenant_id
+        join tenantry_catalog.tiers ti on ti.name = t.tier
+        left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
+        where c.tenant_id = ${tenant.id} and c.metric = ${metric}
+        for update of c`;
+      await tx`delete from tenantry_catalog.usage_leases where tenant_id = ${tenant.id} and metric = ${metric} and expires_at <= clock_timestamp()`;
+      const [h] = await tx<{ held: number }[]>`select count(*)::int as held from tenantry_catalog.usage_leases where tenant_id = ${tenant.id} and metric = ${metric}`;
+      const held = h!.held;
+      const limit = Number(lim!.limit_value);
+      if (held + 1 > limit) {
+        throw new TenantryError('QUOTA_EXCEEDED', `All ${limit} ${def.quota} slots of tenant "${tenant.slug}" are taken; release one, wait for a lease to expire, or raise the quota.`, { tenantId: tenant.id, metric, quota: def.quota, used: held, limit, requested: 1 });
+      }
+      const leaseId = randomUUID();
+      const [lease] = await tx<{ expires_at: Date }[]>`
+        insert into tenantry_catalog.usage_leases (id, tenant_id, metric, expires_at)
+        values (${leaseId}, ${tenant.id}, ${metric}, clock_timestamp() + make_interval(secs => ${ttl})) returning expires_at`;
+      await tx`update tenantry_catalog.usage_counters set used = ${held + 1}, updated_at = now() where tenant_id = ${tenant.id} and metric = ${metric}`;
+      await tx`
+        insert into tenantry_catalog.usage_daily (tenant_id, metric, day, amount) values (${tenant.id}, ${metric}, current_date, 1)
+        on conflict (tenant_id, metric, day) do update set amount = usage_daily.amount + 1`;
+      return { leaseId, expiresAt: lease!.expires_at, used: held + 1, limit };
+    });
+  }
+
+  /** Extends a lease still held; false when it already expired or was released. */
+  async renewLease(idOrSlug: string, leaseId: string, opts: { ttlSeconds?: number } = {}): Promise<boolean> {
+    const ttl = opts.ttlSeconds ?? 300;
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > 86_400) throw new TenantryError('INVALID_INPUT', 'ttlSeconds must be an integer from 1 to 86400.');
+    if (!isUuidLike(leaseId)) throw new TenantryError('INVALID_INPUT', 'leaseId is not one acquireLease returned.');
+    const t = await this.tenants.get(idOrSlug);
+    const rows = await this.core.admin`
+      update tenantry_catalog.usage_leases set expires_at = clock_timestamp() + make_interval(secs => ${ttl})
+      where id = ${leaseId} and tenant_id = ${t.id} and expires_at > clock_timestamp() returning 1`;
+    return rows.length > 0;
+  }
+
+  /** Frees a slot; false when the lease had already expired or been released. */
+  async releaseLease(idOrSlug: string, leaseId: string): Promise<boolean> {
+    if (!isUuidLike(leaseId)) throw new TenantryError('INVALID_INPUT', 'leaseId is not one acquireLease returned.');
+    const t = await this.tenants.get(idOrSlug);
+    const rows = await this.core.admin`
+      delete from tenantry_catalog.usage_leases where id = ${leaseId} and tenant_id = ${t.id} and expires_at > clock_timestamp() returning 1`;
+    return rows.length > 0;
+  }
+
+  // ---- reporting ----
+
+  /** Usage, limit and utilization per metric; `atRisk` when any metric is over 90% of its limit. */
+  async summary(idOrSlug: string): Promise<UsageSummary> {
+    const t = await this.tenants.get(idOrSlug);
+    const limits = await this.effectiveQuotas(t.id);
+    const counters = await this.core.admin<{ metric: string; used: string; window_start: Date | null }[]>`
+      select metric, used, window_start from tenantry_catalog.usage_counters where tenant_id = ${t.id}`;
+    const [leases] = await this.core.admin<{ n: number }[]>`
+      select count(*)::int as n from tenantry_catalog.usage_leases where tenant_id = ${t.id} and expires_at > clock_timestamp()`;
+    const [now] = await this.core.admin<{ minute: Date; hour: Date; day: Date; month: Date }[]>`
+      select date_trunc('minute', now()) as minute, date_trunc('hour', now()) as hour, date_trunc('day', now()) as day, date_trunc('month', now()) as month`;
+    const byMetric = new Map(counters.map((c) => [c.metric, c]));
+    const metrics: UsageLine[] = (Object.keys(METRICS) as MetricName[]).map((metric) => {
+      const def = METRICS[metric];
+      const c = byMetric.get(metric);
+      let used = Number(c?.used ?? 0);
+      let windowStart: Date | null = null;
+      if (def.kind === 'window') {
+        windowStart = now![(def as { window: WindowUnit }).window];
+        if (!c?.window_start || c.window_start.getTime() !== windowStart.getTime()) used = 0;
+      }
+      if (def.kind === 'lease') used = leases?.n ?? 0;
+      const limit = (limits[def.quota]?.limit ?? 0) * def.scale;
+      const utilization = limit === 0 ? (used > 0 ? 100 : 0) : Math.round((used / limit) * 1000) / 10;
+      return { metric, kind: def.kind, quota: def.quota, used, limit, utilization, windowStart };
+    });
+    return { tenantId: t.id, tier: t.tier, metrics, atRisk: metrics.some((m) => m.utilization > 90) };
+  }
+
+  /** Usage totals per day or month, for one tenant or all; the billing export's source. */
+  async history(opts: { tenant?: string; metric?: string; from?: Date; to?: Date; period?: 'day' | 'month' } = {}): Promise<UsageHistoryRow[]> {
+    const period = opts.period ?? 'day';
+    if (period !== 'day' && period !== 'month') throw new TenantryError('INVALID_INPUT', 'period must be day or month.');
+    const metric = opts.metric === undefined ? undefined : validateMetric(opts.metric);
+    for (const [k, v] of [['from', opts.from], ['to', opts.to]] as const) {
+      if (v !== undefined && (!(v instanceof Date) || Number.isNaN(v.getTime()))) throw new TenantryError('INVALID_INPUT', `${k} must be a valid date.`);
+    }
+    const tenantId = opts.tenant === undefined ? undefined : (await this.tenants.get(opts.tenant)).id;
+    const sql = this.core.admin;
+    const rows = await sql<{ tenant_id: string; slug: string; period: string; metric: string; amount: string }[]>`
+      select d.tenant_id, t.slug, to_char(date_trunc(${period}, d.day), ${period === 'day' ? 'YYYY-MM-DD' : 'YYYY-MM'}) as period,
+             d.metric, sum(d.amount)::bigint as amount
+      from tenantry_catalog.usage_daily d join tenantry_catalog.tenants t on t.id = d.tenant_id
+      where true
+        ${tenantId ? sql`and d.tenant_id = ${tenantId}` : sql``}
+        ${metric ? sql`and d.metric = ${metric}` : sql``}
+        ${opts.from ? sql`and d.day >= ${opts.from}::date` : sql``}
+        ${opts.to ? sql`and d.day <= ${opts.to}::date` : sql``}
+      group by 1, 2, 3, 4 order by 3, 2, 4`;
+    return rows.map((r) => ({ tenantId: r.tenant_id, slug: r.slug, period: r.period, metric: r.metric, amount: Number(r.amount) }));
+  }
+
+  /** The history as CSV (header: period,tenant_id,slug,metric,amount) or JSON text. */
+  async exportHistory(format: 'csv' | 'json', opts: Parameters<QuotaService['history']>[0] = {}): Promise<string> {
+    if (format !== 'csv' && format !== 'json') throw new TenantryError('INVALID_INPUT', 'format must be csv or json.');
+    const rows = await this.history(opts);
+    if (format === 'json') return JSON.stringify(rows, null, 2);
+    const esc = (v: string | number): string => {
+      const s = String(v);
+      // quote fields with separators, and defuse spreadsheet formulas
+      const safe = /^[=+\-@]/.test(s) ? `'${s}` : s;
+      return /[",\n\r]/.test(safe) ? `"${safe.replace(/"/g, '""')}"` : safe;
+    };
+    return ['period,tenant_id,slug,metric,amount', ...rows.map((r) => [r.period, r.tenantId, r.slug, r.metric, r.amount].map(esc).join(','))].join('\n') + '\n';
+  }
+
+  // ---- storage ----
+
+  /**
+   * Measures a tenant's storage from PostgreSQL: its database's size, its schema's relation sizes, or
+   * (pooled) the bytes of its rows in the shared tables; stores it as `storage_bytes`.
+   */
+  async refreshStorage(idOrSlug: string): Promise<number> {
+    const t = await this.tenants.get(idOrSlug);
+    let bytes: number;
+    if (t.isolation === 'database') {
+      const [r] = await this.core.admin<{ n: string }[]>`select pg_database_size(${t.placement.database})::bigint as n`;
+      bytes = Number(r!.n);
+    } else if (t.isolation === 'schema') {
+      const [r] = await this.core.sharedAdmin<{ n: string }[]>`
+        select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint as n
+        from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = ${t.placement.schema} and c.relkind in ('r', 'p', 'm')`;
+      bytes = Number(r!.n);
+    } else {
+      bytes = await this.core.sharedAdmin.begin(async (tx) => {
+        await tx.unsafe(`set local role ${ident(this.core.roles.owner)}`);
+        await tx`select set_config('tenantry.ctx', ${this.core.signer.sign(t.id)}, true)`;
+        const tables = await tx<{ relname: string }[]>`
+          select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
+          where n.nspname = ${POOLED_SCHEMA} and c.relkind in ('r', 'p') and c.relrowsecurity`;
+        let total = 0;
+        for (const { relname } of tables) {
+          const [r] = await tx.unsafe<{ n: string }[]>(`select coalesce(sum(pg_column_size(x.*)), 0)::bigint as n from ${ident(POOLED_SCHEMA)}.${ident(relname)} x`);
+          total += Number(r!.n);
+        }
+        return total;
+      });
+    }
+    await this.core.admin`
+      insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${t.id}, 'storage_bytes', ${bytes})
+      on conflict (tenant_id, metric) do update set used = excluded.used, updated_at = now()`;
+    return bytes;
+  }
+
+  /** Refreshes every live tenant's storage figure now and then every `seconds` (0 stops). */
+  scheduleStorageRefresh(seconds: number): void {
+    if (this.storageTimer) clearInterval(this.storageTimer);
+    this.storageTimer = undefined;
+    if (seconds <= 0) return;
+    this.storageTimer = setInterval(() => void this.refreshAllStorage(), seconds * 1000);
+    this.storageTimer.unref();
+  }
+
+  async refreshAllStorage(): Promise<number> {
+    const rows = await this.core.admin<{ id: string }[]>`select id from tenantry_catalog.tenants where status in ('active', 'trial', 'suspended')`;
+    let done = 0;
+    for (const { id } of rows) {
+      try {
+        await this.refreshStorage(id);
+        done++;
+      } catch (err) {
+        this.core.logger.warn({ err, tenantId: id }, 'storage refresh failed');
+      }
+    }
+    return done;
+  }
+
+  stop(): void {
+    this.scheduleStorageRefresh(0);
+  }
+}
+
+const FEATURE = /^[a-z][a-z0-9_]{0,62}$/;
+export function validateFeature(f: unknown): string {
+  if (typeof f !== 'string' || !FEATURE.test(f)) {
+    throw new TenantryError('INVALID_INPUT', `A feature name is 1-63 chars of [a-z0-9_] starting with a letter, got ${JSON.stringify(f)}.`);
+  }
+  return f;
+}
+
+function isUuidLike(v: unknown): v is string {
+  return typeof v === 'string' && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(v);
+}
