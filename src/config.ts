@@ -50,6 +50,10 @@ export interface TenantryOptions {
   redisUrl?: string;
   /** Seconds between storage measurements of every tenant; 0 turns the schedule off. Default 3600. */
   storageRefreshSeconds?: number;
+  /** Statement timeout of the tenant SQL endpoint, ms. Default: env TENANTRY_SQL_TIMEOUT_MS or 5000. */
+  sqlTimeoutMs?: number;
+  /** Row cap of the tenant SQL endpoint. Default: env TENANTRY_SQL_MAX_ROWS or 1000. */
+  sqlMaxRows?: number;
   /** pino-compatible logger. Default: silent. */
   logger?: Logger;
   /** Actor recorded in the audit log when a call names none. Default `system`. */
@@ -75,12 +79,18 @@ export interface ResolvedOptions {
   keyPepper: string | undefined;
   redisUrl: string | undefined;
   storageRefreshSeconds: number;
+  sqlTimeoutMs: number;
+  sqlMaxRows: number;
   onProvisionStep: TenantryOptions['onProvisionStep'];
 }
 
 export interface ServerOptions {
   /** env PORT, default 8080 */
   port: number;
+  /** env TENANTRY_BASE_DOMAIN: tenant routes resolve {slug}.{baseDomain} hosts; unset, subdomains are ignored */
+  baseDomain: string | undefined;
+  /** env TENANTRY_METRICS_TENANT_LABELS=true: tenant ids as metric labels (unbounded; off by default) */
+  tenantLabels: boolean;
   /** env HOST, default 127.0.0.1 */
   host: string;
   /** env LOG_LEVEL, default info */
@@ -94,7 +104,8 @@ export function serverOptions(env: NodeJS.ProcessEnv = process.env): ServerOptio
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     throw new TenantryError('INVALID_CONFIG', `LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent; got ${JSON.stringify(logLevel)}.`);
   }
-  return { port, host: env.HOST ?? '127.0.0.1', logLevel };
+  const baseDomain = env.TENANTRY_BASE_DOMAIN?.toLowerCase().replace(/^\./, '') || undefined;
+  return { port, host: env.HOST ?? '127.0.0.1', logLevel, baseDomain, tenantLabels: env.TENANTRY_METRICS_TENANT_LABELS === 'true' };
 }
 
 /** The one place environment variables are read. */
@@ -108,6 +119,8 @@ export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOption
   if (env.TENANTRY_ADMIN_KEY) out.adminKey = env.TENANTRY_ADMIN_KEY;
   if (env.TENANTRY_KEY_PEPPER) out.keyPepper = env.TENANTRY_KEY_PEPPER;
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
+  if (env.TENANTRY_SQL_TIMEOUT_MS) out.sqlTimeoutMs = intFromEnv('TENANTRY_SQL_TIMEOUT_MS', env.TENANTRY_SQL_TIMEOUT_MS);
+  if (env.TENANTRY_SQL_MAX_ROWS) out.sqlMaxRows = intFromEnv('TENANTRY_SQL_MAX_ROWS', env.TENANTRY_SQL_MAX_ROWS);
   if (env.TENANTRY_MAX_CONNECTIONS) out.maxConnections = intFromEnv('TENANTRY_MAX_CONNECTIONS', env.TENANTRY_MAX_CONNECTIONS);
   return out;
 }
@@ -148,6 +161,8 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     adminKey: merged.adminKey,
     keyPepper: merged.keyPepper,
     redisUrl: merged.redisUrl,
+    sqlTimeoutMs: positiveInt('sqlTimeoutMs (TENANTRY_SQL_TIMEOUT_MS)', merged.sqlTimeoutMs ?? 5000, 1, 3_600_000),
+    sqlMaxRows: positiveInt('sqlMaxRows (TENANTRY_SQL_MAX_ROWS)', merged.sqlMaxRows ?? 1000, 1, 1_000_000),
     storageRefreshSeconds: positiveInt('storageRefreshSeconds', merged.storageRefreshSeconds ?? 3600, 0, 86_400 * 7),
     onProvisionStep: merged.onProvisionStep,
   };

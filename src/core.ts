@@ -6,6 +6,7 @@ import type { MigrationFile } from './migrations/files.js';
 import type { PoolBudget } from './db/connections.js';
 import type { RoleNames } from './isolation/data-plane.js';
 import type { TenantCache } from './tenants/cache.js';
+import type { TenantryEventEmitter } from './events.js';
 
 export interface InstallationRoles extends RoleNames {
   /** group holding CONNECT on the shared database, for schema tenants' own roles */
@@ -31,6 +32,7 @@ export interface Core {
   migrations: MigrationFile[];
   pools: PoolBudget;
   cache: TenantCache;
+  events: TenantryEventEmitter;
   /** a short-lived admin connection to another database of the server */
   adminTo(database: string, max?: number): Sql;
   /** the runtime role's pool on a data database, within the connection budget */

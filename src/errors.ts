@@ -34,6 +34,10 @@ export const ERROR_CODES = {
   LAST_OWNER: { status: 409, title: 'A tenant must keep at least one owner' },
   INVITATION_NOT_FOUND: { status: 404, title: 'Invitation not found' },
   INVITATION_EXPIRED: { status: 410, title: 'The invitation has expired' },
+  SQL_ERROR: { status: 400, title: 'The SQL statement failed' },
+  SQL_TIMEOUT: { status: 408, title: 'The SQL statement timed out' },
+  IDEMPOTENCY_KEY_REUSED: { status: 422, title: 'Idempotency key reused for another request' },
+  IDEMPOTENCY_IN_PROGRESS: { status: 409, title: 'A request with this idempotency key is still running' },
   INVITATION_CLOSED: { status: 409, title: 'The invitation was already accepted or revoked' },
 } as const;
 

@@ -61,13 +61,19 @@ export async function ensureRoles(lock: Sql, inst: InstallationRecord, roles: In
     { name: roles.schemaGroup, attrs: 'nologin nosuperuser nocreatedb nocreaterole noreplication nobypassrls' },
   ];
   for (const spec of specs) {
-    const [existing] = await lock<{ comment: string | null }[]>`
-      select shobj_description(oid, 'pg_authid') as comment from pg_roles where rolname = ${spec.name}`;
+    const [existing] = await lock<{ comment: string | null; rolsuper: boolean; rolreplication: boolean; rolbypassrls: boolean }[]>`
+      select shobj_description(oid, 'pg_authid') as comment, rolsuper, rolreplication, rolbypassrls
+      from pg_roles where rolname = ${spec.name}`;
     if (existing) {
       if (existing.comment !== roleComment(inst.id)) {
         throw new TenantryError('NAMESPACE_IN_USE', `Role ${spec.name} already exists and does not belong to this installation. Choose another TENANTRY_NAMESPACE, or drop the other installation.`);
       }
-      await lock.unsafe(`alter role ${ident(spec.name)} with ${spec.attrs}`);
+      // ALTER ROLE may name [NO]SUPERUSER, [NO]REPLICATION or [NO]BYPASSRLS only as a superuser, even
+      // when nothing changes: name them only when they drifted, or every restart of a CREATEROLE-only
+      // user (managed PostgreSQL) fails
+      const superuserOnly: Record<string, boolean> = { nosuperuser: existing.rolsuper, noreplication: existing.rolreplication, nobypassrls: existing.rolbypassrls };
+      const attrs = spec.attrs.split(' ').filter((a) => !(a in superuserOnly) || superuserOnly[a]).join(' ');
+      await lock.unsafe(`alter role ${ident(spec.name)} with ${attrs}`);
     } else {
       await lock.unsafe(`create role ${ident(spec.name)} with ${spec.attrs}`);
       await lock.unsafe(`comment on role ${ident(spec.name)} is ${literal(roleComment(inst.id))}`);

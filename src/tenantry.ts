@@ -28,6 +28,8 @@ import { RateLimiter, type RateDecision } from './ratelimit/limiter.js';
 import { PostgresRateLimitStore } from './ratelimit/postgres-store.js';
 import { RedisRateLimitStore } from './ratelimit/redis-store.js';
 import { verifyAuditChain, type AuditVerification } from './audit/verify.js';
+import { IdempotencyStore } from './idempotency/idempotency.js';
+import { TenantryEventEmitter } from './events.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
@@ -52,12 +54,15 @@ export class Tenantry {
   readonly members: MemberService;
   /** per-tenant rate limiting (PostgreSQL store by default, Redis with REDIS_URL) */
   readonly rateLimiter: RateLimiter;
+  /** stored responses for the HTTP API's Idempotency-Key */
+  readonly idempotency: IdempotencyStore;
   private closed = false;
   private unlisten: (() => Promise<void>) | undefined;
 
   private constructor(private readonly core: Core, private readonly embedded: EmbeddedServer | undefined) {
     this.tenants = new TenantService(core);
     this.operatorKey = new OperatorKey(core.admin, core.opts.adminKey);
+    this.idempotency = new IdempotencyStore(core.admin);
     this.quotas = new QuotaService(core, this.tenants);
     this.features = new FeatureService(core, this.tenants);
     this.keys = new ApiKeyService(core, this.tenants, core.opts.keyPepper);
@@ -77,7 +82,9 @@ export class Tenantry {
     const t = await this.tenants.resolveForWork(idOrSlug);
     const limits = await this.quotas.effectiveQuotas(t.id);
     const limit = Math.max(1, limits.api_calls_per_minute.limit);
-    return this.rateLimiter.consume(`tenant:${t.id}`, { limit, periodMs: 60_000, burst: limit }, cost);
+    const decision = await this.rateLimiter.consume(`tenant:${t.id}`, { limit, periodMs: 60_000, burst: limit }, cost);
+    if (!decision.allowed) this.core.events.emit('rateLimited', { tenantId: t.id });
+    return decision;
   }
 
   /** Recomputes a tenant's audit hash chain and names the first broken entry, if any. */
@@ -144,6 +151,7 @@ export class Tenantry {
       installationId, namespace: opts.namespace, roles, sharedDatabase, templateDatabase,
       signer: signer!, migrations, pools,
       cache: new TenantCache(opts.tenantCacheTtlMs),
+      events: new TenantryEventEmitter(),
       adminTo,
       runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => connect(url, {
         database, username: roles.runtime, password: runtimePassword,
@@ -160,6 +168,11 @@ export class Tenantry {
     t.unlisten = () => sub.unlisten();
     logger.info({ namespace: opts.namespace }, 'tenantry ready');
     return t;
+  }
+
+  /** Events for metrics: provisioned, quotaRejected, rateLimited. */
+  get events(): TenantryEventEmitter {
+    return this.core.events;
   }
 
   /** The options in force (secrets excluded). */
@@ -227,6 +240,49 @@ export class Tenantry {
       await tx`select set_config('search_path', ${`"${schema}"`}, true), set_config('statement_timeout', ${String(timeout)}, true)`;
       return fn(tx);
     }) as Promise<T>);
+  }
+
+  /**
+   * Untrusted SQL from a tenant (the HTTP SQL endpoint): one statement (the extended protocol refuses
+   * a second one), run as the tenant's own login role inside its walls, with a statement timeout and a
+   * row cap; read-only when asked. Rows beyond the cap are not fetched (a cursor reads cap + 1).
+   */
+  async runTenantSql(idOrSlug: string, input: { sql: string; params?: unknown[]; readOnly?: boolean; maxRows?: number; timeoutMs?: number }): Promise<{ rows: Record<string, unknown>[]; rowCount: number; fields: { name: string; dataTypeId: number }[]; truncated: boolean }> {
+    if (!input || typeof input.sql !== 'string' || input.sql.trim() === '') throw new TenantryError('INVALID_INPUT', 'sql must be a non-empty string.');
+    const params = input.params ?? [];
+    if (!Array.isArray(params)) throw new TenantryError('INVALID_INPUT', 'params must be an array.');
+    const maxRows = input.maxRows ?? this.core.opts.sqlMaxRows;
+    const timeoutMs = input.timeoutMs ?? this.core.opts.sqlTimeoutMs;
+    try {
+      return await this.withTenantRole(idOrSlug, async (tx) => {
+        const rows: Record<string, unknown>[] = [];
+        let fields: { name: string; dataTypeId: number }[] = [];
+        let truncated = false;
+        let count: number | null = null;
+        // simple: false forces the extended protocol, which runs exactly one statement
+        const q = tx.unsafe(input.sql, params as never[], { simple: false } as never);
+        for await (const batch of q.cursor(Math.min(maxRows + 1, 500))) {
+          const b = batch as unknown as Record<string, unknown>[] & { columns?: { name: string; type: number }[]; count?: number };
+          if (b.columns) fields = b.columns.map((c) => ({ name: c.name, dataTypeId: c.type }));
+          for (const row of b) {
+            if (rows.length >= maxRows) { truncated = true; break; }
+            rows.push(row);
+          }
+          if (truncated) break;
+        }
+        const done = q as unknown as { count?: number; columns?: { name: string; type: number }[] };
+        if (fields.length === 0 && done.columns) fields = done.columns.map((c) => ({ name: c.name, dataTypeId: c.type }));
+        count = typeof done.count === 'number' ? done.count : null;
+        return { rows, rowCount: truncated || count === null ? rows.length : Math.max(count, rows.length), fields, truncated };
+      }, { readOnly: Boolean(input.readOnly), statementTimeoutMs: timeoutMs });
+    } catch (err) {
+      const pg = err as { code?: string; message?: string; severity?: string };
+      if (pg && typeof pg.code === 'string' && pg.severity) {
+        const code = pg.code === '57014' ? 'SQL_TIMEOUT' : pg.code === '42501' || pg.code === '25006' ? 'FORBIDDEN' : 'SQL_ERROR';
+        throw new TenantryError(code, `${code === 'SQL_TIMEOUT' ? `The statement ran longer than ${timeoutMs} ms and was cancelled` : 'The statement failed'}: ${pg.message} (SQLSTATE ${pg.code}).`, { sqlstate: pg.code }, { cause: err });
+      }
+      throw err;
+    }
   }
 
   /**

@@ -173,7 +173,7 @@ async function serve(): Promise<void> {
     // shown once: only its hash is kept
     process.stdout.write(`\nOperator token (shown once, store it now; set TENANTRY_ADMIN_KEY to choose your own):\n  ${created}\n\n`);
   }
-  const app = await buildServer({ tenantry, logLevel: so.logLevel });
+  const app = await buildServer({ tenantry, logLevel: so.logLevel, baseDomain: so.baseDomain, tenantLabels: so.tenantLabels });
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;

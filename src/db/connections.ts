@@ -49,10 +49,10 @@ export class PoolBudget {
     this.sweeper.unref();
   }
 
-  stats(): { pools: number; budget: number; reserved: number; leased: number; evictions: number } {
+  stats(): { pools: number; budget: number; reserved: number; leased: number; waiting: number; evictions: number } {
     let leased = 0;
     for (const p of this.pools.values()) leased += p.leases;
-    return { pools: this.pools.size, budget: this.budget, reserved: this.used, leased, evictions: this.evictions };
+    return { pools: this.pools.size, budget: this.budget, reserved: this.used, leased, waiting: this.waiters.length, evictions: this.evictions };
   }
 
   /** Runs `fn` with the pool for `key`, creating it (within the budget) if needed. */

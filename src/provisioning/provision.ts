@@ -88,6 +88,7 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     });
     const tenant = apiKeyResult(toTenant(row.r), row.apiKey);
     log.info({ durationMs: Date.now() - started }, 'tenant provisioned');
+    core.events.emit('provisioned', { isolation, outcome: 'success', durationMs: Date.now() - started });
     return tenant;
   } catch (err) {
     // a taken slug is a refusal, not a failure: nothing was written, so nothing to undo or audit
@@ -106,6 +107,7 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     } catch (cleanupErr) {
       log.error({ err: cleanupErr }, 'rollback of a failed provisioning did not finish; run repair()');
     }
+    core.events.emit('provisioned', { isolation, outcome: 'failure', durationMs: Date.now() - started });
     if (isTenantryError(err, 'PROVISIONING_FAILED')) throw err;
     throw new TenantryError('PROVISIONING_FAILED', `Provisioning tenant "${slug}" failed and was rolled back: ${reason}`, { slug }, { cause: err });
   }

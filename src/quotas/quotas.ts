@@ -239,6 +239,7 @@ export class QuotaService {
       left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
       where c.tenant_id = ${tenant.id} and c.metric = ${metric}`;
     const used = cur?.current ? Number(cur.used) : 0;
+    this.core.events.emit('quotaRejected', { metric, tenantId: tenant.id });
     const limit = Number(cur?.limit_value ?? 0);
     throw new TenantryError('QUOTA_EXCEEDED', `Quota ${def.quota} of tenant "${tenant.slug}" would be exceeded: ${used} used of ${limit}, ${n} more requested${windowed ? ` (resets each ${unit})` : ''}. Raise the tier or override the quota.`, { tenantId: tenant.id, metric, quota: def.quota, used, limit, requested: n });
   }
@@ -269,6 +270,7 @@ export class QuotaService {
       const held = h!.held;
       const limit = Number(lim!.limit_value);
       if (held + 1 > limit) {
+        this.core.events.emit('quotaRejected', { metric, tenantId: tenant.id });
         throw new TenantryError('QUOTA_EXCEEDED', `All ${limit} ${def.quota} slots of tenant "${tenant.slug}" are taken; release one, wait for a lease to expire, or raise the quota.`, { tenantId: tenant.id, metric, quota: def.quota, used: held, limit, requested: 1 });
       }
       const leaseId = randomUUID();

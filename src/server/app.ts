@@ -1,20 +1,38 @@
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { Static } from '@sinclair/typebox';
 import { randomUUID } from 'node:crypto';
 import type { Tenantry } from '../tenantry.js';
-import { TenantryError, ERROR_CODES } from '../errors.js';
+import { TenantryError, ERROR_CODES, isTenantryError } from '../errors.js';
 import type { Tenant } from '../tenants/model.js';
-import {
-  TenantSchema, ProblemSchema, CreateTenantBody, UpdateTenantBody, ListTenantsQuery, SuspendBody, IdParams, DeleteQuery,
-  type CreateTenantBodyT, type UpdateTenantBodyT, type ListTenantsQueryT,
-} from './schemas.js';
+import type { Scope } from '../keys/api-keys.js';
+import { IdempotencyStore } from '../idempotency/idempotency.js';
+import { createMetrics } from './metrics.js';
+import * as S from './schemas.js';
 
 export interface ServerDeps {
   tenantry: Tenantry;
   logLevel?: string;
+  /** hosts `{slug}.{baseDomain}` name a tenant on tenant routes */
+  baseDomain?: string | undefined;
+  /** tenant ids as metric labels (unbounded cardinality: off unless the operator asks) */
+  tenantLabels?: boolean;
+}
+
+type Principal =
+  | { kind: 'operator' }
+  | { kind: 'tenant'; tenant: Tenant; keyId: string; permissions: Scope[] };
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal | null;
+    idempotency: { principal: string; key: string } | null;
+  }
 }
 
 /** The tenant object every response carries (the HTTP contract; internal placement stays internal). */
-export function tenantView(t: Tenant): Record<string, unknown> {
+export function tenantView(t: Tenant): S.TenantView {
   return {
     id: t.id, slug: t.slug, name: t.name, status: t.status, tier: t.tier, isolation: t.isolation,
     trialEndsAt: t.trialEndsAt?.toISOString() ?? null, suspendedReason: t.suspendedReason, metadata: t.metadata,
@@ -22,14 +40,21 @@ export function tenantView(t: Tenant): Record<string, unknown> {
   };
 }
 
+/** Dates to ISO strings, for responses built from library objects. */
+const plain = <T>(value: T): unknown => JSON.parse(JSON.stringify(value));
+
+const problemResponses = { 400: { $ref: 'Problem#' }, 401: { $ref: 'Problem#' }, 403: { $ref: 'Problem#' }, 404: { $ref: 'Problem#' }, 409: { $ref: 'Problem#' }, 429: { $ref: 'Problem#' } };
+const bearer = [{ bearer: [] as string[] }];
+
 /**
- * The HTTP face: every route validates its input against a JSON schema and calls the library; errors
- * are RFC 9457 problem+json carrying the library's stable code.
+ * The HTTP face. Every route validates its input against a TypeBox schema (also served as OpenAPI
+ * 3.1) and calls the library; errors are RFC 9457 problem+json with the library's stable code.
  */
-export async function buildServer({ tenantry, logLevel = 'info' }: ServerDeps): Promise<FastifyInstance> {
+export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
+  const { tenantry } = deps;
   const app = Fastify({
     logger: {
-      level: logLevel,
+      level: deps.logLevel ?? 'info',
       // never log credentials
       redact: ['req.headers.authorization', 'req.headers.cookie', 'req.headers["x-api-key"]'],
     },
@@ -37,86 +62,361 @@ export async function buildServer({ tenantry, logLevel = 'info' }: ServerDeps): 
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
     },
-    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false } },
+    bodyLimit: 256 * 1024,
+    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
   });
-  app.addSchema(TenantSchema);
-  app.addSchema(ProblemSchema);
-  app.addHook('onSend', async (req, reply) => { reply.header('x-request-id', req.id); });
+  const metrics = createMetrics(tenantry, { tenantLabels: deps.tenantLabels ?? false });
+  app.decorateRequest('principal', null);
+  app.decorateRequest('idempotency', null);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'Tenantry', version: '0.1.0', description: 'Multi-tenant control plane for PostgreSQL.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the operator token, or a tenant API key (tnt_live_...)' } } },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.addSchema(S.TenantSchema);
+  app.addSchema(S.ProblemSchema);
+  app.addSchema(S.ApiKeySchema);
+  app.addSchema(S.MemberSchema);
+  app.addSchema(S.InvitationSchema);
+
+  // ---- cross-cutting: request ids, errors, auth, rate limits, idempotency, metrics ----
+
+  app.addHook('onRequest', async (req, reply) => { void reply.header('x-request-id', req.id); });
 
   app.setErrorHandler((err, req, reply) => {
-    const problem = toProblem(err, req.id);
+    const problem = toProblem(err, String(req.id));
     if (problem.status >= 500) req.log.error({ err }, 'request failed');
+    if (err instanceof TenantryError && err.code === 'RATE_LIMITED' && err.details?.retryAfterSeconds) {
+      void reply.header('retry-after', String(err.details.retryAfterSeconds));
+    }
     void reply.status(problem.status).type('application/problem+json').send(problem);
   });
   app.setNotFoundHandler((req, reply) => {
     void reply.status(404).type('application/problem+json').send({
-      type: 'about:blank', title: 'Not found', status: 404, code: 'NOT_FOUND', detail: `No route ${req.method} ${req.url}.`, requestId: req.id,
+      type: 'about:blank', title: 'Not found', status: 404, code: 'NOT_FOUND', detail: `No route ${req.method} ${req.url.split('?')[0]}.`, requestId: req.id,
     });
   });
 
-  const operator = async (req: FastifyRequest): Promise<void> => {
-    const header = req.headers.authorization;
-    const token = typeof header === 'string' && header.startsWith('Bearer ') ? header.slice(7).trim() : '';
-    if (!token) throw new HttpError(401, 'UNAUTHORIZED', 'Send Authorization: Bearer <operator token> (TENANTRY_ADMIN_KEY, or the token printed at first start).');
-    if (!tenantry.operatorKey.verify(token)) throw new HttpError(401, 'UNAUTHORIZED', 'The bearer token is not valid.');
-  };
-  const actor = (req: FastifyRequest) => ({ actor: 'operator', requestId: String(req.id) });
-  const tenantReply = { 200: { $ref: 'Tenant#' } };
+  app.addHook('onRequest', async (req, reply) => {
+    if (!req.url.startsWith('/v1/') || req.url.startsWith('/v1/invitations/accept')) return;
+    req.principal = await authenticate(tenantry, req);
+    if (req.principal.kind === 'tenant') {
+      const d = await tenantry.rateLimit(req.principal.tenant.id);
+      void reply.header('ratelimit-limit', String(d.limit));
+      void reply.header('ratelimit-remaining', String(d.remaining));
+      void reply.header('ratelimit-reset', String(Math.ceil(d.resetAfterMs / 1000)));
+      void reply.header('ratelimit-policy', `${d.limit};w=60`);
+      if (!d.allowed) {
+        const retryAfterSeconds = Math.max(1, Math.ceil(d.retryAfterMs / 1000));
+        throw new TenantryError('RATE_LIMITED', `Tenant "${req.principal.tenant.slug}" is over its ${d.limit} requests per minute; retry after ${retryAfterSeconds} s.`, { retryAfterSeconds });
+      }
+    }
+  });
 
-  app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => {
+  app.addHook('preHandler', async (req, reply) => {
+    const key = req.headers['idempotency-key'];
+    if (req.method !== 'POST' || typeof key !== 'string') return;
+    IdempotencyStore.validateKey(key);
+    const principal = req.principal?.kind === 'tenant' ? `key:${req.principal.keyId}` : req.principal?.kind ?? 'anonymous';
+    const path = req.url.split('?')[0]!;
+    const claim = await tenantry.idempotency.claim(principal, key, req.method, path, IdempotencyStore.fingerprint(req.method, path, req.body));
+    if (claim.state === 'in-progress') throw new TenantryError('IDEMPOTENCY_IN_PROGRESS', `A request with Idempotency-Key ${JSON.stringify(key)} is still running; retry shortly.`);
+    if (claim.state === 'replay') {
+      void reply.header('idempotent-replayed', 'true');
+      const isProblem = claim.status >= 400;
+      return reply.status(claim.status).type(isProblem ? 'application/problem+json' : 'application/json').send(claim.response);
+    }
+    req.idempotency = { principal, key };
+  });
+  app.addHook('onSend', async (req, reply, payload) => {
+    const idem = req.idempotency;
+    if (!idem) return payload;
+    req.idempotency = null;
+    if (reply.statusCode >= 500) {
+      await tenantry.idempotency.release(idem.principal, idem.key);
+    } else {
+      let body: unknown = null;
+      try { body = typeof payload === 'string' ? JSON.parse(payload) : null; } catch { body = null; }
+      await tenantry.idempotency.complete(idem.principal, idem.key, reply.statusCode, body);
+    }
+    return payload;
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.observeRequest(req.method, req.routeOptions?.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+  });
+
+  // ---- access rules ----
+
+  const actor = (req: FastifyRequest): { actor: string; requestId: string } => ({
+    actor: req.principal?.kind === 'tenant' ? `key:${req.principal.keyId}` : 'operator',
+    requestId: String(req.id),
+  });
+
+  /**
+   * The tenant a /v1/tenants/{id}/... route acts on. The operator may act on any tenant. A tenant key
+   * acts only on its own tenant, within its scopes; naming another tenant answers 404, so a key cannot
+   * learn which other tenants exist.
+   */
+  const access = async (req: FastifyRequest, idOrSlug: string, need: Scope | 'operator'): Promise<Tenant> => {
+    const p = req.principal!;
+    if (p.kind === 'operator') return tenantry.tenants.get(idOrSlug);
+    if (!names(p.tenant, idOrSlug)) throw new TenantryError('TENANT_NOT_FOUND', `No tenant with id or slug ${JSON.stringify(idOrSlug)}.`);
+    if (need === 'operator') throw new TenantryError('FORBIDDEN', 'This route needs the operator token; tenant API keys cannot use it.');
+    if (!p.permissions.includes(need)) throw new TenantryError('FORBIDDEN', `This API key lacks the "${need}" scope (it has: ${p.permissions.join(', ') || 'none'}).`);
+    return p.tenant;
+  };
+  const operatorOnly = (req: FastifyRequest): void => {
+    if (req.principal?.kind !== 'operator') throw new TenantryError('FORBIDDEN', 'This route needs the operator token; tenant API keys cannot use it.');
+  };
+
+  /**
+   * The tenant of a self-service route: the key's tenant is authoritative; X-Tenant-ID, a
+   * {slug}.{base domain} host or a /v1/t/{slug} path may name it too, and naming another is refused.
+   * The operator names the tenant with one of them.
+   */
+  const self = async (req: FastifyRequest, pathSlug: string | undefined, need: Scope): Promise<Tenant> => {
+    const named: string[] = [];
+    const header = req.headers['x-tenant-id'];
+    if (typeof header === 'string' && header !== '') named.push(header);
+    const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
+    if (deps.baseDomain && host.endsWith(`.${deps.baseDomain}`)) named.push(host.slice(0, -deps.baseDomain.length - 1));
+    if (pathSlug !== undefined) named.push(pathSlug);
+    const p = req.principal!;
+    if (p.kind === 'tenant') {
+      const other = named.find((n) => !names(p.tenant, n));
+      if (other !== undefined) throw new TenantryError('FORBIDDEN', `This API key belongs to another tenant than ${JSON.stringify(other)} names.`);
+      if (!p.permissions.includes(need)) throw new TenantryError('FORBIDDEN', `This API key lacks the "${need}" scope (it has: ${p.permissions.join(', ') || 'none'}).`);
+      return p.tenant;
+    }
+    if (named.length === 0) throw new TenantryError('INVALID_INPUT', 'Name the tenant: send X-Tenant-ID, use a {slug}.<base domain> host or /v1/t/{slug}/..., or use a tenant API key.');
+    const [first, ...rest] = named;
+    const t = await tenantry.tenants.resolveForWork(first!);
+    if (rest.some((n) => !names(t, n))) throw new TenantryError('INVALID_INPUT', 'X-Tenant-ID, host and path name different tenants.');
+    return t;
+  };
+
+  // ---- health, metrics, OpenAPI ----
+
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
     try {
       const r = await tenantry.ready();
       return reply.status(r.ok ? 200 : 503).send({ status: r.ok ? 'ready' : 'catalog migrations pending', ...r });
     } catch (err) {
-      return reply.status(503).send({ status: 'catalog unreachable', error: (err as Error).message });
+      return reply.status(503).send({ status: 'catalog unreachable', ok: false, error: (err as Error).message });
     }
   });
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    void reply.type(metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  app.post<{ Body: CreateTenantBodyT }>('/v1/tenants', { preHandler: operator, schema: { body: CreateTenantBody, response: { 201: { $ref: 'Tenant#' } } } },
-    async (req, reply) => reply.status(201).send(tenantView(await tenantry.tenants.create(req.body, actor(req)))));
-  app.get<{ Querystring: ListTenantsQueryT }>('/v1/tenants', {
-    preHandler: operator,
-    schema: { querystring: ListTenantsQuery, response: { 200: { type: 'object', properties: { items: { type: 'array', items: { $ref: 'Tenant#' } }, nextCursor: { type: ['string', 'null'] } } } } },
-  }, async (req) => {
-    const page = await tenantry.tenants.list(req.query);
+  // ---- operator: tenants ----
+
+  app.post('/v1/tenants', { schema: { tags: ['tenants'], summary: 'Provision a tenant', security: bearer, body: S.CreateTenantBody, response: { 201: S.CreatedTenantSchema, ...problemResponses } } }, async (req, reply) => {
+    operatorOnly(req);
+    const t = await tenantry.tenants.create(req.body as Static<typeof S.CreateTenantBody>, actor(req));
+    return reply.status(201).send({ ...tenantView(t), apiKey: t.apiKey!.key });
+  });
+  app.get('/v1/tenants', { schema: { tags: ['tenants'], summary: 'List tenants', security: bearer, querystring: S.ListTenantsQuery, response: { 200: S.TenantPage, ...problemResponses } } }, async (req) => {
+    operatorOnly(req);
+    const page = await tenantry.tenants.list(req.query as Static<typeof S.ListTenantsQuery>);
     return { items: page.items.map(tenantView), nextCursor: page.nextCursor };
   });
-  app.get<{ Params: { id: string } }>('/v1/tenants/:id', { preHandler: operator, schema: { params: IdParams, response: tenantReply } },
-    async (req) => tenantView(await tenantry.tenants.get(req.params.id)));
-  app.patch<{ Params: { id: string }; Body: UpdateTenantBodyT }>('/v1/tenants/:id', { preHandler: operator, schema: { params: IdParams, body: UpdateTenantBody, response: tenantReply } },
-    async (req) => tenantView(await tenantry.tenants.update(req.params.id, req.body, actor(req))));
-  app.post<{ Params: { id: string }; Body: { reason: string } }>('/v1/tenants/:id/suspend', { preHandler: operator, schema: { params: IdParams, body: SuspendBody, response: tenantReply } },
-    async (req) => tenantView(await tenantry.tenants.suspend(req.params.id, req.body.reason, actor(req))));
-  app.post<{ Params: { id: string } }>('/v1/tenants/:id/activate', { preHandler: operator, schema: { params: IdParams, response: tenantReply } },
-    async (req) => tenantView(await tenantry.tenants.activate(req.params.id, actor(req))));
-  app.post<{ Params: { id: string } }>('/v1/tenants/:id/restore', { preHandler: operator, schema: { params: IdParams, response: tenantReply } },
-    async (req) => tenantView(await tenantry.tenants.restore(req.params.id, actor(req))));
-  app.delete<{ Params: { id: string }; Querystring: { hard?: boolean; force?: boolean } }>('/v1/tenants/:id', { preHandler: operator, schema: { params: IdParams, querystring: DeleteQuery, response: tenantReply } },
-    async (req) => tenantView(await tenantry.tenants.delete(req.params.id, { ...actor(req), hard: req.query.hard ?? false, force: req.query.force ?? false })));
+  const tenantReply = { 200: { $ref: 'Tenant#' }, ...problemResponses };
+  app.get('/v1/tenants/:id', { schema: { tags: ['tenants'], summary: 'Get a tenant by id or slug', security: bearer, params: S.IdParams, response: tenantReply } }, async (req) => {
+    const { id } = req.params as Static<typeof S.IdParams>;
+    return tenantView(await tenantry.tenants.get((await access(req, id, 'read')).id));
+  });
+  app.patch('/v1/tenants/:id', { schema: { tags: ['tenants'], summary: 'Change name, tier or metadata', security: bearer, params: S.IdParams, body: S.UpdateTenantBody, response: tenantReply } }, async (req) => {
+    const { id } = req.params as Static<typeof S.IdParams>;
+    const t = await access(req, id, 'operator');
+    return tenantView(await tenantry.tenants.update(t.id, req.body as Static<typeof S.UpdateTenantBody>, actor(req)));
+  });
+  app.post('/v1/tenants/:id/suspend', { schema: { tags: ['tenants'], summary: 'Suspend a tenant', security: bearer, params: S.IdParams, body: S.SuspendBody, response: tenantReply } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'operator');
+    return tenantView(await tenantry.tenants.suspend(t.id, (req.body as Static<typeof S.SuspendBody>).reason, actor(req)));
+  });
+  app.post('/v1/tenants/:id/activate', { schema: { tags: ['tenants'], summary: 'Lift a suspension', security: bearer, params: S.IdParams, response: tenantReply } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'operator');
+    return tenantView(await tenantry.tenants.activate(t.id, actor(req)));
+  });
+  app.post('/v1/tenants/:id/restore', { schema: { tags: ['tenants'], summary: 'Undo a soft delete', security: bearer, params: S.IdParams, response: tenantReply } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'operator');
+    return tenantView(await tenantry.tenants.restore(t.id, actor(req)));
+  });
+  app.delete('/v1/tenants/:id', { schema: { tags: ['tenants'], summary: 'Soft delete, or hard delete with ?hard=true', security: bearer, params: S.IdParams, querystring: S.DeleteQuery, response: tenantReply } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'operator');
+    const q = req.query as Static<typeof S.DeleteQuery>;
+    return tenantView(await tenantry.tenants.delete(t.id, { ...actor(req), hard: q.hard ?? false, force: q.force ?? false }));
+  });
+
+  // ---- quotas and usage ----
+
+  app.get('/v1/tenants/:id/quotas', { schema: { tags: ['quotas'], summary: 'Effective quotas (tier or override)', security: bearer, params: S.IdParams, response: { 200: S.EffectiveQuotasSchema, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'read');
+    return tenantry.quotas.effectiveQuotas(t.id);
+  });
+  app.put('/v1/tenants/:id/quotas', { schema: { tags: ['quotas'], summary: 'Set per-tenant quota overrides (null removes one)', security: bearer, params: S.IdParams, body: S.QuotasBody, response: { 200: S.EffectiveQuotasSchema, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'operator');
+    return tenantry.quotas.setOverrides(t.id, req.body as Record<string, number | null>, actor(req));
+  });
+  app.post('/v1/tenants/:id/usage', { schema: { tags: ['quotas'], summary: 'Debit usage atomically', security: bearer, params: S.IdParams, body: S.UsageBody, response: { 200: S.IncrementResultSchema, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'write');
+    const b = req.body as Static<typeof S.UsageBody>;
+    return tenantry.quotas.increment(t.id, b.metric, b.amount, b.idempotencyKey ? { idempotencyKey: b.idempotencyKey } : {});
+  });
+  app.get('/v1/tenants/:id/usage', { schema: { tags: ['quotas'], summary: 'Usage against quotas', security: bearer, params: S.IdParams, response: { 200: S.UsageSummarySchema, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'read');
+    return plain(await tenantry.quotas.summary(t.id));
+  });
+
+  // ---- API keys ----
+
+  app.post('/v1/tenants/:id/api-keys', { schema: { tags: ['api keys'], summary: 'Create an API key (shown once)', security: bearer, params: S.IdParams, body: S.CreateKeyBody, response: { 201: S.CreatedApiKeySchema, ...problemResponses } } }, async (req, reply) => {
+    const t = await access(req, (req.params as { id: string }).id, 'admin');
+    const b = req.body as Static<typeof S.CreateKeyBody>;
+    const created = await tenantry.keys.create(t.id, { name: b.name, ...(b.scopes ? { scopes: b.scopes } : {}), expiresAt: b.expiresAt ? new Date(b.expiresAt) : null, memberUserId: b.memberUserId ?? null }, actor(req));
+    return reply.status(201).send(plain(created));
+  });
+  app.get('/v1/tenants/:id/api-keys', { schema: { tags: ['api keys'], summary: 'List API keys (never their secrets)', security: bearer, params: S.IdParams, response: { 200: { type: 'array', items: { $ref: 'ApiKey#' } }, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'admin');
+    return plain(await tenantry.keys.list(t.id));
+  });
+  app.delete('/v1/tenants/:id/api-keys/:keyId', { schema: { tags: ['api keys'], summary: 'Revoke an API key', security: bearer, params: S.KeyParams, response: { 200: { $ref: 'ApiKey#' }, ...problemResponses } } }, async (req) => {
+    const p = req.params as Static<typeof S.KeyParams>;
+    const t = await access(req, p.id, 'admin');
+    return plain(await tenantry.keys.revoke(t.id, p.keyId, actor(req)));
+  });
+  app.post('/v1/tenants/:id/api-keys/:keyId/rotate', { schema: { tags: ['api keys'], summary: 'Rotate: a new key; the old one valid for graceSeconds', security: bearer, params: S.KeyParams, body: { anyOf: [S.RotateKeyBody, { type: 'null' }] }, response: { 201: S.CreatedApiKeySchema, ...problemResponses } } }, async (req, reply) => {
+    const p = req.params as Static<typeof S.KeyParams>;
+    const t = await access(req, p.id, 'admin');
+    const b = (req.body ?? {}) as Static<typeof S.RotateKeyBody>;
+    return reply.status(201).send(plain(await tenantry.keys.rotate(t.id, p.keyId, b.graceSeconds !== undefined ? { graceSeconds: b.graceSeconds } : {}, actor(req))));
+  });
+
+  // ---- members and invitations ----
+
+  app.post('/v1/tenants/:id/members', { schema: { tags: ['members'], summary: 'Add a member (counts against max_users)', security: bearer, params: S.IdParams, body: S.AddMemberBody, response: { 201: { $ref: 'Member#' }, ...problemResponses } } }, async (req, reply) => {
+    const t = await access(req, (req.params as { id: string }).id, 'admin');
+    return reply.status(201).send(plain(await tenantry.members.add(t.id, req.body as Static<typeof S.AddMemberBody>, actor(req))));
+  });
+  app.get('/v1/tenants/:id/members', { schema: { tags: ['members'], summary: 'List members', security: bearer, params: S.IdParams, response: { 200: { type: 'array', items: { $ref: 'Member#' } }, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'read');
+    return plain(await tenantry.members.list(t.id));
+  });
+  app.patch('/v1/tenants/:id/members/:userId', { schema: { tags: ['members'], summary: 'Change a member\'s role', security: bearer, params: S.MemberParams, body: S.UpdateMemberBody, response: { 200: { $ref: 'Member#' }, ...problemResponses } } }, async (req) => {
+    const p = req.params as Static<typeof S.MemberParams>;
+    const t = await access(req, p.id, 'admin');
+    return plain(await tenantry.members.updateRole(t.id, p.userId, (req.body as Static<typeof S.UpdateMemberBody>).role, actor(req)));
+  });
+  app.delete('/v1/tenants/:id/members/:userId', { schema: { tags: ['members'], summary: 'Remove a member (never the last owner)', security: bearer, params: S.MemberParams, response: { 204: { type: 'null' }, ...problemResponses } } }, async (req, reply) => {
+    const p = req.params as Static<typeof S.MemberParams>;
+    const t = await access(req, p.id, 'admin');
+    await tenantry.members.remove(t.id, p.userId, actor(req));
+    return reply.status(204).send();
+  });
+  app.post('/v1/tenants/:id/invitations', { schema: { tags: ['members'], summary: 'Invite by email (token shown once)', security: bearer, params: S.IdParams, body: S.InviteBody, response: { 201: { type: 'object', properties: { invitation: { $ref: 'Invitation#' }, token: { type: 'string' } } }, ...problemResponses } } }, async (req, reply) => {
+    const t = await access(req, (req.params as { id: string }).id, 'admin');
+    return reply.status(201).send(plain(await tenantry.members.invite(t.id, req.body as Static<typeof S.InviteBody>, actor(req))));
+  });
+  app.get('/v1/tenants/:id/invitations', { schema: { tags: ['members'], summary: 'List invitations', security: bearer, params: S.IdParams, response: { 200: { type: 'array', items: { $ref: 'Invitation#' } }, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'admin');
+    return plain(await tenantry.members.listInvitations(t.id));
+  });
+  app.delete('/v1/tenants/:id/invitations/:invitationId', { schema: { tags: ['members'], summary: 'Revoke an invitation', security: bearer, params: S.InvitationParams, response: { 200: { $ref: 'Invitation#' }, ...problemResponses } } }, async (req) => {
+    const p = req.params as Static<typeof S.InvitationParams>;
+    const t = await access(req, p.id, 'admin');
+    return plain(await tenantry.members.revokeInvitation(t.id, p.invitationId, actor(req)));
+  });
+  app.post('/v1/invitations/accept', { schema: { tags: ['members'], summary: 'Accept an invitation (the token is the credential)', body: S.AcceptInvitationBody, response: { 200: { type: 'object', properties: { tenantId: { type: 'string' }, userId: { type: 'string' }, email: { type: 'string' }, role: { type: 'string' } } }, ...problemResponses } } }, async (req) => {
+    const b = req.body as Static<typeof S.AcceptInvitationBody>;
+    return plain(await tenantry.members.accept(b.token, b.name !== undefined ? { name: b.name } : {}, { requestId: String(req.id) }));
+  });
+
+  // ---- features and audit ----
+
+  app.get('/v1/tenants/:id/features', { schema: { tags: ['features'], summary: 'Feature flags and where each comes from', security: bearer, params: S.IdParams, response: { 200: { type: 'array', items: S.FeatureStateSchema }, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'read');
+    return tenantry.features.list(t.id);
+  });
+  app.put('/v1/tenants/:id/features/:feature', { schema: { tags: ['features'], summary: 'Override a feature for one tenant (null: back to the tier)', security: bearer, params: S.FeatureParams, body: S.FeatureBody, response: { 200: { type: 'array', items: S.FeatureStateSchema }, ...problemResponses } } }, async (req) => {
+    const p = req.params as Static<typeof S.FeatureParams>;
+    const t = await access(req, p.id, 'operator');
+    return tenantry.features.set(t.id, p.feature, (req.body as Static<typeof S.FeatureBody>).enabled, actor(req));
+  });
+  app.get('/v1/tenants/:id/audit', { schema: { tags: ['audit'], summary: 'Audit entries, newest first', security: bearer, params: S.IdParams, querystring: S.AuditQuery, response: { 200: { type: 'object', properties: { items: { type: 'array', items: S.AuditEntrySchema }, nextCursor: { type: ['string', 'null'] } } }, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'admin');
+    const q = req.query as Static<typeof S.AuditQuery>;
+    const limit = q.limit ?? 50;
+    const items = await tenantry.audit(t.id, { limit, ...(q.cursor ? { before: q.cursor } : {}) });
+    return { items: plain(items), nextCursor: items.length === limit ? items[items.length - 1]!.id : null };
+  });
+  app.get('/v1/tenants/:id/audit/verify', { schema: { tags: ['audit'], summary: 'Recompute the audit hash chain', security: bearer, params: S.IdParams, response: { 200: S.AuditVerificationSchema, ...problemResponses } } }, async (req) => {
+    const t = await access(req, (req.params as { id: string }).id, 'admin');
+    return tenantry.verifyAudit(t.id);
+  });
+
+  // ---- tenant self-service (tenant API key; also /v1/t/{slug}/...) ----
+
+  for (const prefix of ['/v1/tenant', '/v1/t/:slug']) {
+    const params = prefix.includes(':slug') ? { params: S.SlugParams } : {};
+    const slugOf = (req: FastifyRequest): string | undefined => (req.params as { slug?: string }).slug;
+    app.get(prefix, { schema: { tags: ['self-service'], summary: 'The key\'s own tenant', security: bearer, ...params, response: tenantReply } }, async (req) => tenantView(await self(req, slugOf(req), 'read')));
+    app.get(`${prefix}/usage`, { schema: { tags: ['self-service'], summary: 'The key\'s own usage against quotas', security: bearer, ...params, response: { 200: S.UsageSummarySchema, ...problemResponses } } }, async (req) => {
+      const t = await self(req, slugOf(req), 'read');
+      return plain(await tenantry.quotas.summary(t.id));
+    });
+    app.post(`${prefix}/sql`, { schema: { tags: ['self-service'], summary: 'Run one SQL statement inside the tenant\'s walls (sql scope)', security: bearer, ...params, body: S.SqlBody, response: { 200: S.SqlResultSchema, ...problemResponses } } }, async (req) => {
+      const t = await self(req, slugOf(req), 'sql');
+      const b = req.body as Static<typeof S.SqlBody>;
+      const p = req.principal!;
+      const readOnly = Boolean(b.readOnly) || (p.kind === 'tenant' && !p.permissions.includes('write'));
+      return plain(await tenantry.runTenantSql(t.id, { sql: b.sql, params: b.params ?? [], readOnly }));
+    });
+  }
 
   return app;
 }
 
-class HttpError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string) { super(message); }
+function names(t: Tenant, idOrSlug: string): boolean {
+  const k = idOrSlug.toLowerCase();
+  return k === t.id || k === t.slug;
+}
+
+async function authenticate(tenantry: Tenantry, req: FastifyRequest): Promise<Principal> {
+  const header = req.headers.authorization;
+  const token = typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : '';
+  if (!token) throw new TenantryError('UNAUTHORIZED', 'Send Authorization: Bearer <token>: the operator token (TENANTRY_ADMIN_KEY, or the one printed at first start) or a tenant API key.');
+  if (token.startsWith('tnt_live_')) {
+    const v = await tenantry.keys.verify(token);
+    return { kind: 'tenant', tenant: v.tenant, keyId: v.key.id, permissions: v.permissions };
+  }
+  if (tenantry.operatorKey.verify(token)) return { kind: 'operator' };
+  throw new TenantryError('UNAUTHORIZED', 'The bearer token is neither the operator token nor a tenant API key.');
 }
 
 interface Problem { type: string; title: string; status: number; detail: string; code: string; requestId: string }
 
-function toProblem(err: unknown, requestId: string): Problem {
-  if (err instanceof TenantryError) {
+export function toProblem(err: unknown, requestId: string): Problem {
+  if (isTenantryError(err)) {
     return { type: `https://tenantry.dev/errors/${err.code}`, title: ERROR_CODES[err.code].title, status: err.status, detail: err.message, code: err.code, requestId };
   }
-  if (err instanceof HttpError) {
-    return { type: `https://tenantry.dev/errors/${err.code}`, title: err.status === 401 ? 'Unauthorized' : 'Error', status: err.status, detail: err.message, code: err.code, requestId };
-  }
-  const e = err as { validation?: unknown; statusCode?: number; message?: string };
+  const e = err as { validation?: unknown; statusCode?: number; code?: string; message?: string };
   if (e.validation) {
-    return { type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: 400, detail: e.message ?? 'Invalid request.', code: 'INVALID_INPUT', requestId };
+    return { type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: 400, detail: `Invalid request: ${e.message ?? 'it does not match the schema'}.`, code: 'INVALID_INPUT', requestId };
+  }
+  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    return { type: 'https://tenantry.dev/errors/PAYLOAD_TOO_LARGE', title: 'Request body too large', status: 413, detail: 'The request body is over 256 KiB.', code: 'PAYLOAD_TOO_LARGE', requestId };
   }
   if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
-    return { type: 'about:blank', title: 'Bad request', status: e.statusCode, detail: e.message ?? 'Bad request.', code: 'BAD_REQUEST', requestId };
+    return { type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: e.statusCode, detail: e.message ?? 'Bad request.', code: 'INVALID_INPUT', requestId };
   }
   return { type: 'about:blank', title: 'Internal error', status: 500, detail: 'An internal error occurred; the request id identifies it in the server log.', code: 'INTERNAL', requestId };
 }

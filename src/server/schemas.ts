@@ -1,7 +1,14 @@
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TIERS, ISOLATION_MODES, TENANT_STATUSES } from '../tenants/model.js';
+import { QUOTAS, METRICS } from '../quotas/metrics.js';
+import { SCOPES } from '../keys/api-keys.js';
+import { MEMBER_ROLES } from '../members/roles.js';
 
 const literalUnion = <T extends readonly string[]>(values: T) => Type.Union(values.map((v) => Type.Literal(v)));
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+const DateTime = Type.String({ format: 'date-time' });
+
+// ---- responses ----
 
 export const TenantSchema = Type.Object({
   id: Type.String({ format: 'uuid' }),
@@ -10,12 +17,15 @@ export const TenantSchema = Type.Object({
   status: literalUnion(TENANT_STATUSES),
   tier: literalUnion(TIERS),
   isolation: literalUnion(ISOLATION_MODES),
-  trialEndsAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
-  suspendedReason: Type.Union([Type.String(), Type.Null()]),
+  trialEndsAt: Nullable(DateTime),
+  suspendedReason: Nullable(Type.String()),
   metadata: Type.Record(Type.String(), Type.Unknown()),
-  createdAt: Type.String({ format: 'date-time' }),
-  updatedAt: Type.String({ format: 'date-time' }),
+  createdAt: DateTime,
+  updatedAt: DateTime,
 }, { $id: 'Tenant' });
+export type TenantView = Static<typeof TenantSchema>;
+
+export const CreatedTenantSchema = Type.Intersect([Type.Ref('Tenant'), Type.Object({ apiKey: Type.String({ description: 'the first API key: shown this once' }) })]);
 
 export const ProblemSchema = Type.Object({
   type: Type.String(),
@@ -26,33 +36,102 @@ export const ProblemSchema = Type.Object({
   requestId: Type.Optional(Type.String()),
 }, { $id: 'Problem' });
 
+export const TenantPage = Type.Object({ items: Type.Array(Type.Ref('Tenant')), nextCursor: Nullable(Type.String()) });
+
+export const EffectiveQuotasSchema = Type.Record(Type.String(), Type.Object({ limit: Type.Integer(), source: literalUnion(['tier', 'override'] as const) }));
+
+export const UsageSummarySchema = Type.Object({
+  tenantId: Type.String(),
+  tier: Type.String(),
+  atRisk: Type.Boolean(),
+  metrics: Type.Array(Type.Object({
+    metric: Type.String(), kind: Type.String(), quota: Type.String(), used: Type.Number(), limit: Type.Number(),
+    utilization: Type.Number(), windowStart: Nullable(DateTime),
+  })),
+});
+
+export const IncrementResultSchema = Type.Object({ metric: Type.String(), used: Type.Number(), limit: Type.Number(), replayed: Type.Boolean() });
+
+export const ApiKeySchema = Type.Object({
+  id: Type.String(), tenantId: Type.String(), name: Type.String(), scopes: Type.Array(Type.String()),
+  memberUserId: Nullable(Type.String()), createdBy: Type.String(), createdAt: DateTime, expiresAt: Nullable(DateTime),
+  revokedAt: Nullable(DateTime), lastUsedAt: Nullable(DateTime), rotatedFrom: Nullable(Type.String()),
+}, { $id: 'ApiKey' });
+export const CreatedApiKeySchema = Type.Intersect([Type.Ref('ApiKey'), Type.Object({ key: Type.String({ description: 'shown this once' }) })]);
+
+export const MemberSchema = Type.Object({ userId: Type.String(), email: Type.String(), name: Nullable(Type.String()), role: literalUnion(MEMBER_ROLES), createdAt: DateTime }, { $id: 'Member' });
+export const InvitationSchema = Type.Object({
+  id: Type.String(), tenantId: Type.String(), email: Type.String(), role: literalUnion(MEMBER_ROLES), invitedBy: Type.String(),
+  expiresAt: DateTime, acceptedAt: Nullable(DateTime), revokedAt: Nullable(DateTime), createdAt: DateTime,
+}, { $id: 'Invitation' });
+export const FeatureStateSchema = Type.Object({ feature: Type.String(), enabled: Type.Boolean(), source: literalUnion(['tier', 'override'] as const) });
+export const AuditEntrySchema = Type.Object({
+  id: Type.String(), tenantId: Nullable(Type.String()), actor: Type.String(), action: Type.String(), target: Type.String(),
+  details: Type.Record(Type.String(), Type.Unknown()), requestId: Nullable(Type.String()), createdAt: DateTime,
+});
+export const AuditVerificationSchema = Type.Object({
+  ok: Type.Boolean(), entries: Type.Integer(),
+  firstBroken: Type.Optional(Type.Object({ id: Type.String(), chainSeq: Type.Integer(), reason: Type.String() })),
+});
+export const SqlResultSchema = Type.Object({
+  rows: Type.Array(Type.Record(Type.String(), Type.Unknown())),
+  rowCount: Type.Integer(),
+  fields: Type.Array(Type.Object({ name: Type.String(), dataTypeId: Type.Integer() })),
+  truncated: Type.Boolean(),
+});
+
+// ---- requests ----
+
+const Slug = Type.String({ minLength: 1, maxLength: 200 });
 export const CreateTenantBody = Type.Object({
-  slug: Type.String(),
-  name: Type.Optional(Type.String()),
-  tier: Type.Optional(Type.String()),
-  isolation: Type.Optional(Type.String()),
+  slug: Slug,
+  name: Type.Optional(Type.String({ maxLength: 200 })),
+  tier: Type.Optional(Type.String({ maxLength: 50 })),
+  isolation: Type.Optional(Type.String({ maxLength: 50 })),
   trialDays: Type.Optional(Type.Integer()),
   metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
 }, { additionalProperties: false });
-
 export const UpdateTenantBody = Type.Object({
-  name: Type.Optional(Type.String()),
-  tier: Type.Optional(Type.String()),
+  name: Type.Optional(Type.String({ maxLength: 200 })),
+  tier: Type.Optional(Type.String({ maxLength: 50 })),
   metadata: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
 }, { additionalProperties: false });
-
 export const ListTenantsQuery = Type.Object({
-  status: Type.Optional(Type.String()),
-  tier: Type.Optional(Type.String()),
-  isolation: Type.Optional(Type.String()),
+  status: Type.Optional(Type.String({ maxLength: 50 })),
+  tier: Type.Optional(Type.String({ maxLength: 50 })),
+  isolation: Type.Optional(Type.String({ maxLength: 50 })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })),
-  cursor: Type.Optional(Type.String()),
-});
-
-export const SuspendBody = Type.Object({ reason: Type.String() }, { additionalProperties: false });
-export const IdParams = Type.Object({ id: Type.String() });
-export const DeleteQuery = Type.Object({ hard: Type.Optional(Type.Boolean()), force: Type.Optional(Type.Boolean()) });
-
-export type CreateTenantBodyT = Static<typeof CreateTenantBody>;
-export type UpdateTenantBodyT = Static<typeof UpdateTenantBody>;
-export type ListTenantsQueryT = Static<typeof ListTenantsQuery>;
+  cursor: Type.Optional(Type.String({ maxLength: 40 })),
+}, { additionalProperties: false });
+export const SuspendBody = Type.Object({ reason: Type.String({ minLength: 1, maxLength: 500 }) }, { additionalProperties: false });
+export const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
+export const DeleteQuery = Type.Object({ hard: Type.Optional(Type.Boolean()), force: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
+export const QuotasBody = Type.Record(literalUnion(QUOTAS), Nullable(Type.Integer({ minimum: 0 })), { additionalProperties: false, minProperties: 1 });
+export const UsageBody = Type.Object({
+  metric: literalUnion(Object.keys(METRICS) as (keyof typeof METRICS)[]),
+  amount: Type.Integer({ minimum: 1, maximum: 1_000_000_000_000 }),
+  idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+}, { additionalProperties: false });
+export const CreateKeyBody = Type.Object({
+  name: Type.String({ minLength: 1, maxLength: 100 }),
+  scopes: Type.Optional(Type.Array(literalUnion(SCOPES), { minItems: 1, maxItems: 4 })),
+  expiresAt: Type.Optional(Nullable(DateTime)),
+  memberUserId: Type.Optional(Nullable(Type.String({ format: 'uuid' }))),
+}, { additionalProperties: false });
+export const RotateKeyBody = Type.Object({ graceSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_592_000 })) }, { additionalProperties: false });
+export const KeyParams = Type.Object({ id: Type.String({ maxLength: 64 }), keyId: Type.String({ maxLength: 64 }) });
+export const AddMemberBody = Type.Object({ email: Type.String({ maxLength: 320 }), name: Type.Optional(Type.String({ maxLength: 200 })), role: literalUnion(MEMBER_ROLES) }, { additionalProperties: false });
+export const MemberParams = Type.Object({ id: Type.String({ maxLength: 64 }), userId: Type.String({ maxLength: 64 }) });
+export const UpdateMemberBody = Type.Object({ role: literalUnion(MEMBER_ROLES) }, { additionalProperties: false });
+export const InviteBody = Type.Object({ email: Type.String({ maxLength: 320 }), role: literalUnion(MEMBER_ROLES), expiresInHours: Type.Optional(Type.Integer({ minimum: 1, maximum: 2160 })) }, { additionalProperties: false });
+export const InvitationParams = Type.Object({ id: Type.String({ maxLength: 64 }), invitationId: Type.String({ maxLength: 64 }) });
+export const AcceptInvitationBody = Type.Object({ token: Type.String({ maxLength: 200 }), name: Type.Optional(Type.String({ maxLength: 200 })) }, { additionalProperties: false });
+export const FeatureParams = Type.Object({ id: Type.String({ maxLength: 64 }), feature: Type.String({ maxLength: 63 }) });
+export const FeatureBody = Type.Object({ enabled: Nullable(Type.Boolean()) }, { additionalProperties: false });
+export const AuditQuery = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })), cursor: Type.Optional(Type.String({ maxLength: 20 })) }, { additionalProperties: false });
+export const SqlBody = Type.Object({
+  sql: Type.String({ minLength: 1, maxLength: 100_000 }),
+  params: Type.Optional(Type.Array(Type.Union([Type.String(), Type.Number(), Type.Boolean(), Type.Null()]), { maxItems: 1000 })),
+  readOnly: Type.Optional(Type.Boolean()),
+}, { additionalProperties: false });
+export const SlugParams = Type.Object({ slug: Type.String({ maxLength: 64 }) });
