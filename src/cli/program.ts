@@ -6,7 +6,10 @@ import { Command, CommanderError } from 'commander';
 import pino from 'pino';
 import { Tenantry } from '../tenantry.js';
 import { TenantryError, isTenantryError } from '../errors.js';
-import { serverOptions } from '../config.js';
+import { serverOptions, PACKAGE_ROOT } from '../config.js';
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import type { Tenant } from '../tenants/model.js';
 import { buildServer, tenantView } from '../server/app.js';
 
@@ -17,7 +20,8 @@ function exitCodeFor(err: unknown): number {
   if (!isTenantryError(err)) return EXIT.FAILURE;
   switch (err.code) {
     case 'INVALID_INPUT': case 'INVALID_SLUG': case 'INVALID_TIER': case 'INVALID_ISOLATION': return EXIT.USAGE;
-    case 'TENANT_NOT_FOUND': return EXIT.NOT_FOUND;
+    case 'TENANT_NOT_FOUND': case 'API_KEY_NOT_FOUND': case 'MEMBER_NOT_FOUND': case 'INVITATION_NOT_FOUND': return EXIT.NOT_FOUND;
+    case 'QUOTA_EXCEEDED': case 'LAST_OWNER': case 'MEMBER_EXISTS': case 'API_KEY_REVOKED': return EXIT.CONFLICT;
     case 'SLUG_TAKEN': case 'INVALID_TRANSITION': case 'TENANT_SUSPENDED': case 'TENANT_DELETED': case 'TENANT_NOT_READY': return EXIT.CONFLICT;
     case 'INVALID_CONFIG': case 'INSUFFICIENT_PRIVILEGE': case 'NAMESPACE_IN_USE': return EXIT.CONFIG;
     default: return EXIT.FAILURE;
@@ -129,6 +133,166 @@ export function buildCli(): Command {
       print(flags(), tenantView(t), () => showTenant(t));
     });
 
+  program.command('init')
+    .description('Create or upgrade the catalog, roles, shared and template databases; print the operator token if new')
+    .addHelpText('after', '\nExamples:\n  tenantry init\n  DATABASE_URL=postgres://me@db/app tenantry init --json')
+    .action(async () => {
+      const r = await withTenantry(async (tn) => {
+        const created = await tn.operatorKey.ensure();
+        const ready = await tn.ready();
+        const page = await tn.tenants.list({ limit: 1, includeDeleted: true });
+        return { namespace: tn.options.namespace, catalogVersion: ready.catalogVersion, operatorToken: created ?? null, hasTenants: page.items.length > 0 };
+      });
+      print(flags(), r, () => [
+        `Tenantry is initialised (namespace ${r.namespace}, catalog version ${r.catalogVersion}).`,
+        r.operatorToken ? `Operator token (shown once, store it now):\n  ${r.operatorToken}` : 'The operator token already exists (or TENANTRY_ADMIN_KEY is set).',
+      ].join('\n'));
+    });
+
+  const keys = program.command('keys').description('Tenant API keys');
+  keys.command('create <tenant>').description('Create an API key (printed once)')
+    .requiredOption('--name <name>', 'what the key is for')
+    .option('--scopes <list>', 'comma-separated: read,write,admin,sql', 'read,write')
+    .option('--expires <iso-date>', 'expiry date')
+    .option('--member <userId>', 'tie the key to a member: its powers are then also limited by their role')
+    .addHelpText('after', '\nExamples:\n  tenantry keys create acme-corp --name ci --scopes read,write\n  tenantry keys create acme-corp --name analyst --scopes read,sql --expires 2027-01-01')
+    .action(async (tenant: string, o: { name: string; scopes: string; expires?: string; member?: string }) => {
+      const k = await withTenantry((tn) => tn.keys.create(tenant, { name: o.name, scopes: o.scopes.split(',').map((x) => x.trim()), expiresAt: o.expires ? parseDate(o.expires, '--expires') : null, memberUserId: o.member ?? null }, { actor: 'cli' }));
+      print(flags(), k, () => `${table([k as unknown as Record<string, unknown>], ['id', 'name', 'scopes', 'expiresAt'])}\n\nkey (shown once, store it now):\n  ${k.key}`);
+    });
+  keys.command('list <tenant>').description('List API keys (never their secrets)')
+    .addHelpText('after', '\nExample:\n  tenantry keys list acme-corp')
+    .action(async (tenant: string) => {
+      const list = await withTenantry((tn) => tn.keys.list(tenant));
+      print(flags(), list, () => table(list as unknown as Record<string, unknown>[], ['id', 'name', 'scopes', 'createdBy', 'expiresAt', 'revokedAt', 'lastUsedAt']));
+    });
+  keys.command('revoke <tenant> <keyId>').description('Revoke an API key at once')
+    .addHelpText('after', '\nExample:\n  tenantry keys revoke acme-corp K94gaxo0iofc')
+    .action(async (tenant: string, keyId: string) => {
+      const k = await withTenantry((tn) => tn.keys.revoke(tenant, keyId, { actor: 'cli' }));
+      print(flags(), k, () => `revoked ${k.id} (${k.name})`);
+    });
+  keys.command('rotate <tenant> <keyId>').description('Issue a replacement key; the old one stays valid for the grace period')
+    .option('--grace <seconds>', 'how long the old key keeps working', (v) => Number(v), 0)
+    .addHelpText('after', '\nExample:\n  tenantry keys rotate acme-corp K94gaxo0iofc --grace 3600')
+    .action(async (tenant: string, keyId: string, o: { grace: number }) => {
+      const k = await withTenantry((tn) => tn.keys.rotate(tenant, keyId, { graceSeconds: o.grace }, { actor: 'cli' }));
+      print(flags(), k, () => `new key ${k.id} replaces ${keyId} (old one valid for ${o.grace} s)\n\nkey (shown once, store it now):\n  ${k.key}`);
+    });
+
+  const members = program.command('members').description('Members, roles and invitations');
+  members.command('list <tenant>').description('List members')
+    .addHelpText('after', '\nExample:\n  tenantry members list acme-corp')
+    .action(async (tenant: string) => {
+      const list = await withTenantry((tn) => tn.members.list(tenant));
+      print(flags(), list, () => table(list as unknown as Record<string, unknown>[], ['userId', 'email', 'name', 'role', 'createdAt']));
+    });
+  members.command('add <tenant> <email>').description('Add a member (counts against max_users)')
+    .option('--role <role>', 'owner | admin | member | viewer', 'member').option('--name <name>')
+    .addHelpText('after', '\nExample:\n  tenantry members add acme-corp ada@acme.test --role owner')
+    .action(async (tenant: string, email: string, o: { role: string; name?: string }) => {
+      const m = await withTenantry((tn) => tn.members.add(tenant, { email, role: o.role, ...(o.name ? { name: o.name } : {}) }, { actor: 'cli' }));
+      print(flags(), m, () => table([m as unknown as Record<string, unknown>], ['userId', 'email', 'role']));
+    });
+  members.command('role <tenant> <userId> <role>').description('Change a member\'s role (never demotes the last owner)')
+    .addHelpText('after', '\nExample:\n  tenantry members role acme-corp 7c9e... admin')
+    .action(async (tenant: string, userId: string, role: string) => {
+      const m = await withTenantry((tn) => tn.members.updateRole(tenant, userId, role, { actor: 'cli' }));
+      print(flags(), m, () => table([m as unknown as Record<string, unknown>], ['userId', 'email', 'role']));
+    });
+  members.command('remove <tenant> <userId>').description('Remove a member (never the last owner); revokes keys tied to them')
+    .addHelpText('after', '\nExample:\n  tenantry members remove acme-corp 7c9e...')
+    .action(async (tenant: string, userId: string) => {
+      await withTenantry((tn) => tn.members.remove(tenant, userId, { actor: 'cli' }));
+      print(flags(), { removed: userId }, () => `removed ${userId}`);
+    });
+  members.command('invite <tenant> <email>').description('Invite by email; prints the one-time token')
+    .option('--role <role>', 'owner | admin | member | viewer', 'member').option('--hours <n>', 'expiry in hours', (v) => Number(v), 72)
+    .addHelpText('after', '\nExample:\n  tenantry members invite acme-corp bob@acme.test --role viewer --hours 24')
+    .action(async (tenant: string, email: string, o: { role: string; hours: number }) => {
+      const r = await withTenantry((tn) => tn.members.invite(tenant, { email, role: o.role, expiresInHours: o.hours }, { actor: 'cli' }));
+      print(flags(), r, () => `invitation ${r.invitation.id} for ${email} (${o.role}), expires ${r.invitation.expiresAt.toISOString()}\ntoken (shown once):\n  ${r.token}`);
+    });
+
+  const usage = program.command('usage').description('Usage against quotas, and billing exports');
+  usage.command('show <tenant>').description('Usage, limit and utilization per metric')
+    .addHelpText('after', '\nExample:\n  tenantry usage show acme-corp')
+    .action(async (tenant: string) => {
+      const u = await withTenantry((tn) => tn.quotas.summary(tenant));
+      print(flags(), u, () => table(u.metrics.map((m) => ({ ...m, utilization: `${m.utilization}%` })), ['metric', 'kind', 'used', 'limit', 'utilization']) + (u.atRisk ? '\nAT RISK: a metric is over 90% of its limit' : ''));
+    });
+  usage.command('export').description('Usage history per day or month, for billing (CSV or JSON on stdout)')
+    .option('--tenant <tenant>', 'one tenant (default: all)').option('--metric <metric>')
+    .option('--from <date>').option('--to <date>')
+    .option('--period <period>', 'day | month', 'day').option('--format <format>', 'csv | json', 'csv')
+    .addHelpText('after', '\nExamples:\n  tenantry usage export --period month --from 2026-01-01 > usage.csv\n  tenantry usage export --tenant acme-corp --format json')
+    .action(async (o: { tenant?: string; metric?: string; from?: string; to?: string; period: string; format: string }) => {
+      const text = await withTenantry((tn) => tn.quotas.exportHistory(o.format as 'csv', {
+        ...(o.tenant ? { tenant: o.tenant } : {}), ...(o.metric ? { metric: o.metric } : {}),
+        ...(o.from ? { from: parseDate(o.from, '--from') } : {}), ...(o.to ? { to: parseDate(o.to, '--to') } : {}), period: o.period as 'day',
+      }));
+      process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    });
+
+  const quotas = program.command('quotas').description('Effective quotas and per-tenant overrides');
+  quotas.command('show <tenant>').description('Each quota\'s limit and whether it comes from the tier or an override')
+    .addHelpText('after', '\nExample:\n  tenantry quotas show acme-corp')
+    .action(async (tenant: string) => {
+      const q = await withTenantry((tn) => tn.quotas.effectiveQuotas(tenant));
+      print(flags(), q, () => table(Object.entries(q).map(([quota, v]) => ({ quota, ...v })), ['quota', 'limit', 'source']));
+    });
+  quotas.command('set <tenant> <assignments...>').description('Override quotas: quota=value, or quota=tier to remove the override')
+    .addHelpText('after', '\nExamples:\n  tenantry quotas set acme-corp max_agents=500 api_calls_per_minute=2000\n  tenantry quotas set acme-corp max_agents=tier')
+    .action(async (tenant: string, assignments: string[]) => {
+      const overrides: Record<string, number | null> = {};
+      for (const a of assignments) {
+        const [k, v] = a.split('=');
+        if (!k || v === undefined) throw new TenantryError('INVALID_INPUT', `Write each override as quota=value (or quota=tier), got ${JSON.stringify(a)}.`);
+        overrides[k] = v === 'tier' ? null : Number(v);
+      }
+      const q = await withTenantry((tn) => tn.quotas.setOverrides(tenant, overrides, { actor: 'cli' }));
+      print(flags(), q, () => table(Object.entries(q).map(([quota, v]) => ({ quota, ...v })), ['quota', 'limit', 'source']));
+    });
+
+  const audit = program.command('audit').description('The tamper-evident audit log');
+  audit.command('tail <tenant>').description('The latest audit entries')
+    .option('-n, --limit <n>', 'how many', (v) => Number(v), 20)
+    .addHelpText('after', '\nExample:\n  tenantry audit tail acme-corp -n 50')
+    .action(async (tenant: string, o: { limit: number }) => {
+      const entries = await withTenantry((tn) => tn.audit(tenant, { limit: o.limit }));
+      print(flags(), entries, () => table(entries.map((e) => ({ ...e, details: JSON.stringify(e.details) })).reverse(), ['id', 'createdAt', 'actor', 'action', 'target', 'details']));
+    });
+  audit.command('verify <tenant>').description('Recompute the hash chain; exit 5 and name the first broken entry if tampered')
+    .addHelpText('after', '\nExample:\n  tenantry audit verify acme-corp')
+    .action(async (tenant: string) => {
+      const r = await withTenantry((tn) => tn.verifyAudit(tenant));
+      print(flags(), r, () => r.ok ? `ok: ${r.entries} entries, chain intact` : `BROKEN at entry ${r.firstBroken!.id} (#${r.firstBroken!.chainSeq}): ${r.firstBroken!.reason}`);
+      if (!r.ok) process.exitCode = EXIT.CHECK_FAILED;
+    });
+
+  program.command('uninstall').description('Remove every tenant, database and role of this installation, and its catalog (irreversible)')
+    .requiredOption('--confirm <namespace>', 'repeat the namespace (TENANTRY_NAMESPACE) to confirm')
+    .addHelpText('after', '\nExample:\n  tenantry uninstall --confirm tenantry')
+    .action(async (o: { confirm: string }) => {
+      const tenantry = await Tenantry.open({ logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2)) });
+      try {
+        await tenantry.uninstall({ confirm: o.confirm });
+      } catch (err) {
+        await tenantry.close();
+        throw err;
+      }
+      print(flags(), { uninstalled: o.confirm }, () => `uninstalled ${o.confirm}`);
+    });
+
+  program.command('bench').description('Run the benchmarks (needs a source checkout with dev dependencies)')
+    .addHelpText('after', '\nExamples:\n  tenantry bench\n  DATABASE_URL=postgres://me@db/bench tenantry bench')
+    .action(async () => {
+      const script = path.join(PACKAGE_ROOT, 'bench', 'run.ts');
+      if (!existsSync(script)) throw new TenantryError('INVALID_CONFIG', 'The benchmarks ship with the source checkout only: run `npm run bench` there.');
+      const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: 'inherit', cwd: PACKAGE_ROOT });
+      process.exitCode = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
+    });
+
   program.command('repair').description('Remove tenants stuck in provisioning and orphan roles, schemas and databases')
     .option('--older-than <seconds>', 'treat provisioning older than this as crashed', (v) => Number(v))
     .addHelpText('after', '\nExamples:\n  tenantry repair\n  tenantry repair --older-than 0 --json')
@@ -151,6 +315,12 @@ export function buildCli(): Command {
     });
 
   return program;
+}
+
+function parseDate(value: string, flag: string): Date {
+  const d = new Date(value);
+  if (Number.isNaN(d.getTime())) throw new TenantryError('INVALID_INPUT', `${flag} must be a date like 2027-01-31, got ${JSON.stringify(value)}.`);
+  return d;
 }
 
 function parseJsonObject(value: string): Record<string, unknown> {
