@@ -70,7 +70,7 @@ for (const isolation of ['pooled', 'schema', 'database'] as const) {
 
     const actions = (await inst.su<{ action: string }[]>`select action from tenantry_catalog.audit_log where tenant_id = ${t.id} order by id`).map((r) => r.action);
     assert.deepEqual(actions, [
-      'tenant.created', 'tenant.updated', 'tenant.suspended', 'tenant.activated',
+      'tenant.created', 'api_key.created', 'tenant.updated', 'tenant.suspended', 'tenant.activated',
       'tenant.deleted', 'tenant.restored', 'tenant.deleted', 'tenant.hard_deleted',
     ]);
     const [created] = await inst.su<{ actor: string; target: string }[]>`select actor, target from tenantry_catalog.audit_log where tenant_id = ${t.id} and action = 'tenant.created'`;
