@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   SLUG_TAKEN: { status: 409, title: 'Slug already taken' },
   PROVISIONING_FAILED: { status: 500, title: 'Provisioning failed and was rolled back' },
   MIGRATION_FAILED: { status: 500, title: 'A migration failed' },
+  MIGRATION_IN_PROGRESS: { status: 409, title: 'Another migration run is in progress' },
   MIGRATION_CHECKSUM_MISMATCH: { status: 500, title: 'An applied migration was edited' },
   NAMESPACE_IN_USE: { status: 409, title: 'The namespace belongs to another installation' },
   INSUFFICIENT_PRIVILEGE: { status: 500, title: 'The database user lacks a privilege Tenantry needs' },

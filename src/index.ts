@@ -12,4 +12,5 @@ export type { ListTenantsOptions, UpdateTenantInput, DeleteTenantOptions } from 
 export type { AuditActor, AuditEntry } from './audit/audit.js';
 export type { RepairReport } from './provisioning/repair.js';
 export type { DoctorReport, DoctorCheck } from './doctor/doctor.js';
+export type { MigrateOptions, MigrateReport } from './migrations/tenant-runner.js';
 export { validateSlug, SLUG_RULE } from './identifiers.js';

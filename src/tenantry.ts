@@ -29,6 +29,7 @@ import { PostgresRateLimitStore } from './ratelimit/postgres-store.js';
 import { RedisRateLimitStore } from './ratelimit/redis-store.js';
 import { verifyAuditChain, type AuditVerification } from './audit/verify.js';
 import { IdempotencyStore } from './idempotency/idempotency.js';
+import { migrateTenants, migrationStatus, recordMigrationFiles, type MigrateOptions, type MigrateReport } from './migrations/tenant-runner.js';
 import { TenantryEventEmitter } from './events.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
@@ -135,6 +136,8 @@ export class Tenantry {
         signer = new ContextSigner(inst.secret);
         await ensureRoles(lock, inst, roles, signer);
         await hardenCatalogDatabase(lock, logger);
+        // an edited, already-applied tenant migration is refused before anything runs it
+        await recordMigrationFiles(lock, migrations);
         const shared = { lock, adminTo, namespace: opts.namespace, roles, signer, migrations, logger };
         await ensureSharedDatabase({ ...shared, name: sharedDatabase });
         await ensureTemplateDatabase({ ...shared, name: templateDatabase });
@@ -305,6 +308,22 @@ export class Tenantry {
         case 'execute': return rows.count;
       }
     });
+  }
+
+  /**
+   * Applies pending tenant migrations to every schema and database tenant (bounded parallelism, each
+   * tenant in its own transaction, failures isolated and reported). With nothing pending it decides
+   * from the catalog alone. Resumable: run it again after a crash.
+   */
+  migrate(opts: MigrateOptions = {}): Promise<MigrateReport> {
+    this.assertOpen();
+    return migrateTenants(this.core, opts);
+  }
+
+  /** How many tenants sit at each tenant migration version. */
+  migrationStatus(): ReturnType<typeof migrationStatus> {
+    this.assertOpen();
+    return migrationStatus(this.core);
   }
 
   /** Audit entries of one tenant, newest first. */

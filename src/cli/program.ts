@@ -3,6 +3,7 @@
  * people, `--json` for scripts, and an exit code that says what kind of failure happened.
  */
 import { Command, CommanderError } from 'commander';
+import cliProgress from 'cli-progress';
 import pino from 'pino';
 import { Tenantry } from '../tenantry.js';
 import { TenantryError, isTenantryError } from '../errors.js';
@@ -14,7 +15,7 @@ import type { Tenant } from '../tenants/model.js';
 import { buildServer, tenantView } from '../server/app.js';
 
 /** Exit codes by failure kind, stable for scripts. */
-export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, NOT_FOUND: 3, CONFLICT: 4, CHECK_FAILED: 5, CONFIG: 6 } as const;
+export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, NOT_FOUND: 3, CONFLICT: 4, CHECK_FAILED: 5, CONFIG: 6, PARTIAL: 7 } as const;
 
 function exitCodeFor(err: unknown): number {
   if (!isTenantryError(err)) return EXIT.FAILURE;
@@ -293,6 +294,48 @@ export function buildCli(): Command {
       process.exitCode = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
     });
 
+  const migrate = program.command('migrate').description('Apply pending tenant migrations to every schema and database tenant')
+    .option('--concurrency <n>', 'tenants at once (default: sized to the server)', (v) => Number(v))
+    .option('--tenants <list>', 'comma-separated ids or slugs')
+    .option('--tier <tier>').option('--isolation <mode>', 'schema | database')
+    .option('--dry-run', 'print the plan and the SQL, change nothing')
+    .option('--wait', 'wait for a concurrent run instead of refusing')
+    .option('--reapply-security', 'visit every selected tenant and re-apply row-level security and grants')
+    .addHelpText('after', '\nExamples:\n  tenantry migrate\n  tenantry migrate --isolation schema --concurrency 16\n  tenantry migrate --tenants acme-corp,beta-co --dry-run\n  tenantry migrate status')
+    .action(async (o: { concurrency?: number; tenants?: string; tier?: string; isolation?: string; dryRun?: boolean; wait?: boolean; reapplySecurity?: boolean }) => {
+      const report = await withTenantry(async (tn) => {
+        const progress = startProgress(flags().json === true);
+        try {
+          return await tn.migrate({
+            ...(o.concurrency !== undefined ? { concurrency: o.concurrency } : {}),
+            ...(o.tenants ? { tenants: o.tenants.split(',').map((x) => x.trim()).filter(Boolean) } : {}),
+            ...(o.tier ? { tier: o.tier } : {}), ...(o.isolation ? { isolation: o.isolation } : {}),
+            dryRun: Boolean(o.dryRun), wait: Boolean(o.wait), reapplySecurity: Boolean(o.reapplySecurity),
+            onProgress: progress.update,
+          });
+        } finally {
+          progress.stop();
+        }
+      });
+      print(flags(), report, () => {
+        if (report.plan) {
+          return [`plan: ${report.plan.length} tenant(s) to bring to version ${report.latestVersion}`,
+            ...report.plan.map((p) => `  ${p.slug} (${p.isolation}) ${p.from} -> ${report.latestVersion}: ${p.files.join(', ') || 'security re-applied'}`),
+            ...(report.sql ?? []).map((f) => `\n-- ${f.name}\n${f.sql.trim()}`)].join('\n');
+        }
+        if (report.planned === 0) return `nothing to do: every tenant is at version ${report.latestVersion} (decided from the catalog in ${report.durationMs} ms)`;
+        return [`migrated ${report.migrated} of ${report.planned} tenant(s) to version ${report.latestVersion} in ${(report.durationMs / 1000).toFixed(1)} s`,
+          ...report.failed.map((f) => `  FAILED ${f.slug} (${f.id}, ${f.isolation}): ${f.error}`)].join('\n');
+      });
+      if (report.failed.length > 0) process.exitCode = EXIT.PARTIAL;
+    });
+  migrate.command('status').description('How many tenants sit at each version')
+    .addHelpText('after', '\nExample:\n  tenantry migrate status --json')
+    .action(async () => {
+      const st = await withTenantry((tn) => tn.migrationStatus());
+      print(flags(), st, () => `latest version ${st.latestVersion}; ${st.behind} tenant(s) behind\n${table(st.versions as unknown as Record<string, unknown>[], ['version', 'isolation', 'tenants'])}`);
+    });
+
   program.command('repair').description('Remove tenants stuck in provisioning and orphan roles, schemas and databases')
     .option('--older-than <seconds>', 'treat provisioning older than this as crashed', (v) => Number(v))
     .addHelpText('after', '\nExamples:\n  tenantry repair\n  tenantry repair --older-than 0 --json')
@@ -315,6 +358,44 @@ export function buildCli(): Command {
     });
 
   return program;
+}
+
+/**
+ * Progress for commands that work through many tenants: a bar with counts, rate and time left on a
+ * terminal; a plain line every few percent otherwise (logs, CI). Writes to stderr, so --json stays clean.
+ */
+function startProgress(quiet: boolean): { update: (p: { done: number; total: number; tenant: { slug: string }; error?: string }) => void; stop: () => void } {
+  if (quiet) return { update: () => {}, stop: () => {} };
+  if (process.stderr.isTTY) {
+    let bar: cliProgress.SingleBar | undefined;
+    return {
+      update: (p) => {
+        if (!bar) {
+          bar = new cliProgress.SingleBar({ stream: process.stderr, format: 'tenants {bar} {value}/{total} | {rate}/s | eta {eta_formatted} | {slug}', hideCursor: true }, cliProgress.Presets.shades_classic);
+          bar.start(p.total, 0, { rate: '0', slug: '' });
+        }
+        const elapsed = (Date.now() - (bar as unknown as { startTime: number }).startTime) / 1000;
+        bar.update(p.done, { slug: p.error ? `${p.tenant.slug} FAILED` : p.tenant.slug, rate: elapsed > 0 ? (p.done / elapsed).toFixed(1) : '0' });
+      },
+      stop: () => bar?.stop(),
+    };
+  }
+  const started = Date.now();
+  let lastPct = -1;
+  return {
+    update: (p) => {
+      const pct = Math.floor((p.done / p.total) * 100);
+      if (p.error) process.stderr.write(`failed: ${p.tenant.slug}: ${p.error}\n`);
+      if (pct >= lastPct + 10 || p.done === p.total) {
+        lastPct = pct;
+        const secs = (Date.now() - started) / 1000;
+        const rate = secs > 0 ? p.done / secs : 0;
+        const eta = rate > 0 ? Math.round((p.total - p.done) / rate) : 0;
+        process.stderr.write(`progress: ${p.done}/${p.total} tenants (${pct}%), ${rate.toFixed(1)}/s, ~${eta} s left\n`);
+      }
+    },
+    stop: () => {},
+  };
 }
 
 function parseDate(value: string, flag: string): Date {

@@ -111,7 +111,7 @@ async function checkDataDatabase(sql: Sql, database: string, schemas: string[], 
     const q = `${ident(t.schema)}.${ident(t.table)}`;
     if (!t.has_tenant) {
       problems++;
-      checks.push({ check: 'tenant-id-column', ok: false, message: `${name} has no tenant_id column, so row-level security cannot guard it (Tenantry grants no access to it).`, fix: `Add the column in a tenant migration: ALTER TABLE ${q} ADD COLUMN tenant_id uuid NOT NULL DEFAULT tenantry.current_tenant(); then run the migrations.` });
+      checks.push({ check: 'tenant-id-column', ok: false, message: `${name} has no tenant_id column, so row-level security cannot guard it (Tenantry grants no access to it).`, fix: `Add the column in a tenant migration: ALTER TABLE ${q} ADD COLUMN tenant_id uuid NOT NULL DEFAULT tenantry.current_tenant(); then run tenantry migrate (it applies row-level security to the table).` });
       continue;
     }
     if (!t.rls || !t.forced) {
@@ -120,7 +120,7 @@ async function checkDataDatabase(sql: Sql, database: string, schemas: string[], 
     }
     if (!t.policies.includes('tenantry_isolation:restrictive') || !t.policies.includes('tenantry_access:permissive')) {
       problems++;
-      checks.push({ check: 'tenant-policy', ok: false, message: `${name} lacks Tenantry's policies (has: ${t.policies.join(', ') || 'none'}).`, fix: 'Re-run the tenant migrations (tenantry migrate), which re-applies the policies to every tenant table.' });
+      checks.push({ check: 'tenant-policy', ok: false, message: `${name} lacks Tenantry's policies (has: ${t.policies.join(', ') || 'none'}).`, fix: 'tenantry migrate --reapply-security (re-applies row-level security, policies and grants to every tenant table).' });
     } else if (t.policies.some((p) => !p.startsWith('tenantry_') && p.endsWith(':permissive'))) {
       // an extra permissive policy cannot widen past the restrictive one, but it signals a hand edit
       checks.push({ check: 'tenant-policy', ok: true, message: `${name} has extra permissive policies (still bounded by tenantry_isolation).` });

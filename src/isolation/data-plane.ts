@@ -180,6 +180,8 @@ export interface MigrateTargetOptions {
   /** signed context of the tenant, so data-changing migrations see that tenant's rows */
   context?: string;
   lockTimeoutMs?: number;
+  /** re-apply row-level security and grants even when no file is pending (repairs a dropped policy) */
+  reapplySecurity?: boolean;
 }
 
 /**
@@ -192,7 +194,7 @@ export async function migrateTarget(sql: Sql, opts: MigrateTargetOptions): Promi
     await tx.unsafe(`set local lock_timeout = '${Math.max(1, opts.lockTimeoutMs ?? 10_000)}ms'`);
     const { applied, pending } = await planTarget(tx, opts.schema, opts.migrations);
     const version = opts.migrations.length ? opts.migrations[opts.migrations.length - 1]!.version : 0;
-    if (pending.length === 0 && applied > 0) return { version, applied: 0 };
+    if (pending.length === 0 && applied > 0 && !opts.reapplySecurity) return { version, applied: 0 };
     await tx.unsafe(`set local role ${ident(opts.owner)}; set local search_path = ${ident(opts.schema)}`);
     if (opts.context) await tx`select set_config('tenantry.ctx', ${opts.context}, true)`;
     for (const m of pending) {

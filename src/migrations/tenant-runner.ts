@@ -1,0 +1,196 @@
+import os from 'node:os';
+import type { Sql } from 'postgres';
+import type { Core } from '../core.js';
+import { latestVersion } from '../core.js';
+import { TenantryError } from '../errors.js';
+import { migrateTarget, POOLED_SCHEMA } from '../isolation/data-plane.js';
+import { validateIsolation, validateTier, type Isolation, type Tier, type TenantRow } from '../tenants/model.js';
+import type { MigrationFile } from './files.js';
+
+/** Advisory lock key of a migration run: two runs at once would otherwise visit the same tenants. */
+const MIGRATE_LOCK_KEY = 0x74656d67; // 'temg'
+
+export interface MigrateOptions {
+  /** tenants to migrate at once; default sized to the server (see defaultConcurrency) */
+  concurrency?: number;
+  /** only these tenants (ids or slugs) */
+  tenants?: string[];
+  tier?: Tier | string;
+  isolation?: Isolation | string;
+  /** plan only: which tenants would be visited and the SQL that would run */
+  dryRun?: boolean;
+  /** lock_timeout of each tenant's transaction (ms, default 10000) */
+  lockTimeoutMs?: number;
+  /** wait for a concurrent run to finish instead of refusing (default false) */
+  wait?: boolean;
+  /** visit every selected tenant (not only those behind) and re-apply RLS and grants; with the pooled tables */
+  reapplySecurity?: boolean;
+  /** called after each tenant */
+  onProgress?: (p: { done: number; total: number; tenant: { id: string; slug: string }; error?: string }) => void;
+}
+
+export interface MigrateReport {
+  latestVersion: number;
+  /** tenants that were behind (or selected) when the run started */
+  planned: number;
+  migrated: number;
+  failed: { id: string; slug: string; isolation: Isolation; error: string }[];
+  /** the plan, on a dry run: tenant, its version, and the files it would get */
+  plan?: { id: string; slug: string; isolation: Isolation; from: number; files: string[] }[];
+  /** the SQL of the pending files, on a dry run */
+  sql?: { name: string; sql: string }[];
+  durationMs: number;
+}
+
+/**
+ * Records the migration files in the catalog, refusing an applied file whose checksum changed, so a
+ * run can be planned from the catalog without visiting any tenant.
+ */
+export async function recordMigrationFiles(sql: Sql, files: MigrationFile[]): Promise<void> {
+  const known = await sql<{ version: number; name: string; checksum: string }[]>`select version, name, checksum from tenantry_catalog.tenant_migrations`;
+  const byVersion = new Map(known.map((k) => [k.version, k]));
+  for (const f of files) {
+    const k = byVersion.get(f.version);
+    if (k && k.checksum !== f.checksum) {
+      throw new TenantryError('MIGRATION_CHECKSUM_MISMATCH', `Tenant migration ${f.name} differs from the ${k.name} already applied (checksum changed). Restore the original file; put new changes in a new numbered file.`, { migration: f.name });
+    }
+  }
+  const fresh = files.filter((f) => !byVersion.has(f.version));
+  if (fresh.length) {
+    await sql`insert into tenantry_catalog.tenant_migrations ${sql(fresh.map((f) => ({ version: f.version, name: f.name, checksum: f.checksum })))} on conflict (version) do nothing`;
+  }
+}
+
+export async function defaultConcurrency(sql: Sql): Promise<number> {
+  const [r] = await sql<{ max: number; used: number }[]>`
+    select current_setting('max_connections')::int as max, (select count(*)::int from pg_stat_activity) as used`;
+  const free = Math.max(2, (r?.max ?? 100) - (r?.used ?? 0) - 10);
+  return Math.max(1, Math.min(32, Math.floor(free / 4), os.cpus().length * 4));
+}
+
+/**
+ * Applies pending tenant migrations to every schema and database tenant (the pooled tables and the
+ * template are brought up to date when Tenantry opens). Each tenant migrates in its own transaction
+ * with a lock_timeout, so it is either fully at the new version or untouched; a failing tenant does
+ * not stop the others; a killed run is resumed by running it again (each tenant's own record of
+ * applied files is the truth, the catalog's version a cache of it).
+ */
+export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Promise<MigrateReport> {
+  const started = Date.now();
+  const latest = latestVersion(core);
+  const tier = opts.tier === undefined ? undefined : validateTier(opts.tier);
+  const isolation = opts.isolation === undefined ? undefined : validateIsolation(opts.isolation);
+  const ids = opts.tenants === undefined ? undefined : await resolveIds(core, opts.tenants);
+  const concurrency = opts.concurrency ?? await defaultConcurrency(core.admin);
+  if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 256) throw new TenantryError('INVALID_INPUT', 'concurrency must be an integer from 1 to 256.');
+  const lockTimeoutMs = opts.lockTimeoutMs ?? 10_000;
+  if (!Number.isInteger(lockTimeoutMs) || lockTimeoutMs < 1) throw new TenantryError('INVALID_INPUT', 'lockTimeoutMs must be a positive integer.');
+
+  await recordMigrationFiles(core.admin, core.migrations);
+  const sql = core.admin;
+  // decided from the catalog alone: no tenant is visited when none is behind
+  const pending = await sql<TenantRow[]>`
+    select * from tenantry_catalog.tenants
+    where status in ('active', 'trial', 'suspended', 'deleted') and isolation <> 'pooled'
+      and ${ids ? sql`id = any(${ids}::uuid[])` : opts.reapplySecurity ? sql`true` : sql`schema_version < ${latest}`}
+      ${tier ? sql`and tier = ${tier}` : sql``}
+      ${isolation ? sql`and isolation = ${isolation}` : sql``}
+    order by seq`;
+  const report: MigrateReport = { latestVersion: latest, planned: pending.length, migrated: 0, failed: [], durationMs: 0 };
+  if (opts.dryRun) {
+    report.plan = pending.map((t) => ({ id: t.id, slug: t.slug, isolation: t.isolation, from: t.schema_version, files: core.migrations.filter((m) => m.version > t.schema_version).map((m) => m.name) }));
+    const from = Math.min(...pending.map((t) => t.schema_version), latest);
+    report.sql = core.migrations.filter((m) => m.version > from).map((m) => ({ name: m.name, sql: m.sql }));
+    report.durationMs = Date.now() - started;
+    return report;
+  }
+  if (opts.reapplySecurity && !ids && (isolation === undefined || isolation === 'pooled')) {
+    await migrateTarget(core.sharedAdmin, {
+      schema: POOLED_SCHEMA, owner: core.roles.owner, migrations: core.migrations, lockTimeoutMs, reapplySecurity: true,
+      rls: { schema: POOLED_SCHEMA, grantees: [core.roles.runtime, core.roles.pooledGroup] },
+    });
+  }
+  if (pending.length === 0) {
+    report.durationMs = Date.now() - started;
+    return report;
+  }
+
+  const lock = await sql.reserve();
+  try {
+    if (opts.wait) await lock`select pg_advisory_lock(${MIGRATE_LOCK_KEY})`;
+    else {
+      const [got] = await lock<{ ok: boolean }[]>`select pg_try_advisory_lock(${MIGRATE_LOCK_KEY}) as ok`;
+      if (!got?.ok) throw new TenantryError('MIGRATION_IN_PROGRESS', 'Another tenant migration run is in progress; wait for it (or pass wait: true / --wait).');
+    }
+    try {
+      let next = 0;
+      let done = 0;
+      const worker = async (): Promise<void> => {
+        for (;;) {
+          const t = pending[next++];
+          if (!t) return;
+          let error: string | undefined;
+          try {
+            await migrateOneTenant(core, t, lockTimeoutMs, Boolean(opts.reapplySecurity));
+            report.migrated++;
+          } catch (err) {
+            error = err instanceof Error ? err.message : String(err);
+            report.failed.push({ id: t.id, slug: t.slug, isolation: t.isolation, error });
+            core.logger.warn({ tenantId: t.id, err }, 'tenant migration failed');
+          }
+          done++;
+          opts.onProgress?.({ done, total: pending.length, tenant: { id: t.id, slug: t.slug }, ...(error ? { error } : {}) });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(concurrency, pending.length) }, worker));
+    } finally {
+      await lock`select pg_advisory_unlock(${MIGRATE_LOCK_KEY})`.catch(() => undefined);
+    }
+  } finally {
+    lock.release();
+  }
+  report.durationMs = Date.now() - started;
+  return report;
+}
+
+async function migrateOneTenant(core: Core, t: TenantRow, lockTimeoutMs: number, reapplySecurity: boolean): Promise<void> {
+  const context = core.signer.sign(t.id);
+  let version: number;
+  if (t.isolation === 'schema') {
+    version = (await migrateTarget(core.sharedAdmin, {
+      schema: t.schema_name, owner: core.roles.owner, migrations: core.migrations, context, lockTimeoutMs, reapplySecurity,
+      rls: { schema: t.schema_name, pinnedTenant: t.id, grantees: [core.roles.runtime, t.role_name] },
+    })).version;
+  } else {
+    const db = core.adminTo(t.database_name, 1);
+    try {
+      version = (await migrateTarget(db, {
+        schema: t.schema_name, owner: core.roles.owner, migrations: core.migrations, context, lockTimeoutMs, reapplySecurity,
+        rls: { schema: t.schema_name, grantees: [core.roles.runtime, core.roles.databaseGroup] },
+      })).version;
+    } finally {
+      await db.end({ timeout: 5 });
+    }
+  }
+  await core.admin`update tenantry_catalog.tenants set schema_version = ${version} where id = ${t.id}`;
+}
+
+async function resolveIds(core: Core, tenants: string[]): Promise<string[]> {
+  if (!Array.isArray(tenants) || tenants.length === 0) throw new TenantryError('INVALID_INPUT', 'tenants must be a non-empty list of ids or slugs.');
+  const rows = await core.admin<{ id: string; slug: string }[]>`
+    select id, slug from tenantry_catalog.tenants where id::text = any(${tenants}) or slug = any(${tenants})`;
+  const found = new Set(rows.flatMap((r) => [r.id, r.slug]));
+  const missing = tenants.filter((t) => !found.has(t));
+  if (missing.length) throw new TenantryError('TENANT_NOT_FOUND', `No tenant with id or slug ${missing.map((m) => JSON.stringify(m)).join(', ')}.`);
+  return rows.map((r) => r.id);
+}
+
+/** How many tenants sit at each version, by isolation mode. */
+export async function migrationStatus(core: Core): Promise<{ latestVersion: number; versions: { version: number; isolation: Isolation; tenants: number }[]; behind: number }> {
+  const rows = await core.admin<{ version: number; isolation: Isolation; tenants: number }[]>`
+    select schema_version as version, isolation, count(*)::int as tenants from tenantry_catalog.tenants
+    where status <> 'provisioning' group by 1, 2 order by 1, 2`;
+  const latest = latestVersion(core);
+  return { latestVersion: latest, versions: [...rows], behind: rows.filter((r) => r.version < latest).reduce((n, r) => n + r.tenants, 0) };
+}
+
