@@ -54,6 +54,8 @@ export interface TenantryOptions {
   sqlTimeoutMs?: number;
   /** Row cap of the tenant SQL endpoint. Default: env TENANTRY_SQL_MAX_ROWS or 1000. */
   sqlMaxRows?: number;
+  /** Pre-created schemas kept ready for schema-mode signups (0: none). Default: env TENANTRY_SCHEMA_POOL_SIZE or 4. */
+  schemaPoolSize?: number;
   /** pino-compatible logger. Default: silent. */
   logger?: Logger;
   /** Actor recorded in the audit log when a call names none. Default `system`. */
@@ -81,6 +83,7 @@ export interface ResolvedOptions {
   storageRefreshSeconds: number;
   sqlTimeoutMs: number;
   sqlMaxRows: number;
+  schemaPoolSize: number;
   onProvisionStep: TenantryOptions['onProvisionStep'];
 }
 
@@ -119,6 +122,7 @@ export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOption
   if (env.TENANTRY_ADMIN_KEY) out.adminKey = env.TENANTRY_ADMIN_KEY;
   if (env.TENANTRY_KEY_PEPPER) out.keyPepper = env.TENANTRY_KEY_PEPPER;
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
+  if (env.TENANTRY_SCHEMA_POOL_SIZE) out.schemaPoolSize = intFromEnv('TENANTRY_SCHEMA_POOL_SIZE', env.TENANTRY_SCHEMA_POOL_SIZE);
   if (env.TENANTRY_SQL_TIMEOUT_MS) out.sqlTimeoutMs = intFromEnv('TENANTRY_SQL_TIMEOUT_MS', env.TENANTRY_SQL_TIMEOUT_MS);
   if (env.TENANTRY_SQL_MAX_ROWS) out.sqlMaxRows = intFromEnv('TENANTRY_SQL_MAX_ROWS', env.TENANTRY_SQL_MAX_ROWS);
   if (env.TENANTRY_MAX_CONNECTIONS) out.maxConnections = intFromEnv('TENANTRY_MAX_CONNECTIONS', env.TENANTRY_MAX_CONNECTIONS);
@@ -161,6 +165,7 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     adminKey: merged.adminKey,
     keyPepper: merged.keyPepper,
     redisUrl: merged.redisUrl,
+    schemaPoolSize: positiveInt('schemaPoolSize (TENANTRY_SCHEMA_POOL_SIZE)', merged.schemaPoolSize ?? 4, 0, 1000),
     sqlTimeoutMs: positiveInt('sqlTimeoutMs (TENANTRY_SQL_TIMEOUT_MS)', merged.sqlTimeoutMs ?? 5000, 1, 3_600_000),
     sqlMaxRows: positiveInt('sqlMaxRows (TENANTRY_SQL_MAX_ROWS)', merged.sqlMaxRows ?? 1000, 1, 1_000_000),
     storageRefreshSeconds: positiveInt('storageRefreshSeconds', merged.storageRefreshSeconds ?? 3600, 0, 86_400 * 7),

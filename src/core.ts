@@ -7,6 +7,7 @@ import type { PoolBudget } from './db/connections.js';
 import type { RoleNames } from './isolation/data-plane.js';
 import type { TenantCache } from './tenants/cache.js';
 import type { TenantryEventEmitter } from './events.js';
+import type { SchemaPool } from './provisioning/schema-pool.js';
 
 export interface InstallationRoles extends RoleNames {
   /** group holding CONNECT on the shared database, for schema tenants' own roles */
@@ -32,6 +33,8 @@ export interface Core {
   migrations: MigrationFile[];
   pools: PoolBudget;
   cache: TenantCache;
+  /** pre-created schemas for schema-mode signups */
+  schemaPool: SchemaPool;
   events: TenantryEventEmitter;
   /** a short-lived admin connection to another database of the server */
   adminTo(database: string, max?: number): Sql;

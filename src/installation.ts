@@ -117,10 +117,12 @@ export async function ensureSharedDatabase(opts: {
       await tx.unsafe(`create schema if not exists ${POOLED_SCHEMA} authorization ${ident(roles.owner)}`);
       await hardenPublicSchema(tx as unknown as Sql, opts.logger, name);
     });
-    await migrateTarget(db, {
+    const { version } = await migrateTarget(db, {
       schema: POOLED_SCHEMA, owner: roles.owner, migrations: opts.migrations,
       rls: { schema: POOLED_SCHEMA, grantees: [roles.runtime, roles.pooledGroup] },
     });
+    // pooled tenants' rows live in these tables: their catalog version follows them (never backwards)
+    await lock`update tenantry_catalog.tenants set schema_version = ${version} where isolation = 'pooled' and schema_version < ${version}`;
   } finally {
     await db.end({ timeout: 5 });
   }

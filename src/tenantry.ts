@@ -31,6 +31,7 @@ import { verifyAuditChain, type AuditVerification } from './audit/verify.js';
 import { IdempotencyStore } from './idempotency/idempotency.js';
 import { migrateTenants, migrationStatus, recordMigrationFiles, type MigrateOptions, type MigrateReport } from './migrations/tenant-runner.js';
 import { TenantryEventEmitter } from './events.js';
+import { SchemaPool } from './provisioning/schema-pool.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
@@ -155,6 +156,7 @@ export class Tenantry {
       signer: signer!, migrations, pools,
       cache: new TenantCache(opts.tenantCacheTtlMs),
       events: new TenantryEventEmitter(),
+      schemaPool: undefined as unknown as SchemaPool,
       adminTo,
       runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => connect(url, {
         database, username: roles.runtime, password: runtimePassword,
@@ -165,6 +167,8 @@ export class Tenantry {
         prepare: false,
       }), fn),
     };
+    core.schemaPool = new SchemaPool(core, opts.schemaPoolSize);
+    core.schemaPool.refill();
     const t = new Tenantry(core, embedded);
     // other processes announce tenant changes; drop our cached copy at once
     const sub = await admin.listen('tenantry_tenant_changed', (id) => core.cache.invalidate(id), () => core.cache.clear());
@@ -239,9 +243,16 @@ export class Tenantry {
     const size = Math.min(2, this.core.opts.poolSize);
     return this.core.pools.use(`${database}|${role}`, size, () => connect(this.core.url, {
       database, username: role, password, max: size, idle_timeout: this.core.opts.idleTimeoutSeconds,
+      // unnamed statements only: the SQL sent on these connections may DEALLOCATE, and the reset below does
+      prepare: false,
     }), (sql) => sql.begin(opts.readOnly ? 'read only' : 'read write', async (tx) => {
       await tx`select set_config('search_path', ${`"${schema}"`}, true), set_config('statement_timeout', ${String(timeout)}, true)`;
-      return fn(tx);
+      const result = await fn(tx);
+      // Session-level state the SQL in fn left (SET ROLE to a group, SET row_security, set_config(..., false),
+      // PREPARE, cursors WITH HOLD, LISTEN, advisory locks) must not carry to the tenant's next request on
+      // this pooled connection. (A statement that fails rolls its own SETs back with the transaction.)
+      await tx.unsafe(`reset role; ${RESET_SESSION}`);
+      return result;
     }) as Promise<T>);
   }
 
@@ -267,6 +278,8 @@ export class Tenantry {
         for await (const batch of q.cursor(Math.min(maxRows + 1, 500))) {
           const b = batch as unknown as Record<string, unknown>[] & { columns?: { name: string; type: number }[]; count?: number };
           if (b.columns) fields = b.columns.map((c) => ({ name: c.name, dataTypeId: c.type }));
+          // the command tag's count rides on the batch (an INSERT/UPDATE/DELETE without RETURNING has no rows)
+          if (typeof b.count === 'number') count = b.count;
           for (const row of b) {
             if (rows.length >= maxRows) { truncated = true; break; }
             rows.push(row);
@@ -275,7 +288,7 @@ export class Tenantry {
         }
         const done = q as unknown as { count?: number; columns?: { name: string; type: number }[] };
         if (fields.length === 0 && done.columns) fields = done.columns.map((c) => ({ name: c.name, dataTypeId: c.type }));
-        count = typeof done.count === 'number' ? done.count : null;
+        if (typeof done.count === 'number') count = done.count;
         return { rows, rowCount: truncated || count === null ? rows.length : Math.max(count, rows.length), fields, truncated };
       }, { readOnly: Boolean(input.readOnly), statementTimeoutMs: timeoutMs });
     } catch (err) {
@@ -315,9 +328,12 @@ export class Tenantry {
    * tenant in its own transaction, failures isolated and reported). With nothing pending it decides
    * from the catalog alone. Resumable: run it again after a crash.
    */
-  migrate(opts: MigrateOptions = {}): Promise<MigrateReport> {
+  async migrate(opts: MigrateOptions = {}): Promise<MigrateReport> {
     this.assertOpen();
-    return migrateTenants(this.core, opts);
+    const report = await migrateTenants(this.core, opts);
+    // pool schemas behind the latest version are replaced
+    if (!opts.dryRun) this.core.schemaPool.refill();
+    return report;
   }
 
   /** How many tenants sit at each tenant migration version. */
@@ -372,6 +388,7 @@ export class Tenantry {
     if (opts?.confirm !== this.core.namespace) {
       throw new TenantryError('INVALID_INPUT', `uninstall() destroys every tenant; pass { confirm: "${this.core.namespace}" } to proceed.`);
     }
+    await this.core.schemaPool.stop();
     await this.unlisten?.().catch(() => undefined);
     this.unlisten = undefined;
     await this.core.pools.end();
@@ -382,6 +399,7 @@ export class Tenantry {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.core.schemaPool.stop();
     this.quotas.stop();
     await this.keys.stop();
     await this.rateLimiter.close();

@@ -46,6 +46,12 @@ revoke all on ${CONTEXT_SCHEMA}.settings from public;
 insert into ${CONTEXT_SCHEMA}.settings (namespace, k_inner, k_outer)
   values ('${namespace}', '\\x${keys.inner.toString('hex')}', '\\x${keys.outer.toString('hex')}')
   on conflict (singleton) do update set namespace = excluded.namespace, k_inner = excluded.k_inner, k_outer = excluded.k_outer;
+create table if not exists ${CONTEXT_SCHEMA}.schema_pool (
+  schema_name text primary key,
+  version integer not null,
+  created_at timestamptz not null default now()
+);
+revoke all on ${CONTEXT_SCHEMA}.schema_pool from public;
 create table if not exists ${CONTEXT_SCHEMA}.migrations (
   schema_name text not null,
   version integer not null,
@@ -140,9 +146,10 @@ export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarg
     order by c.relname`;
   const s = ident(target.schema);
   const grantees = target.grantees.map(ident).join(', ');
+  const grant = target.grantees.length > 0;
   const base = `tenant_id = (select ${CONTEXT_SCHEMA}.current_tenant())`;
   const pinned = target.pinnedTenant ? `${base} and tenant_id = '${uuidLiteral(target.pinnedTenant)}'::uuid` : base;
-  const stmts: string[] = [`grant usage on schema ${s} to ${grantees}`];
+  const stmts: string[] = grant ? [`grant usage on schema ${s} to ${grantees}`] : [];
   const tables: string[] = [];
   const withoutTenantId: string[] = [];
   for (const r of rows) {
@@ -159,10 +166,10 @@ export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarg
       `create policy tenantry_access on ${t} as permissive for all to public using (${base}) with check (${base})`,
       `drop policy if exists tenantry_isolation on ${t}`,
       `create policy tenantry_isolation on ${t} as restrictive for all to public using (${pinned}) with check (${pinned})`,
-      `grant select, insert, update, delete on ${t} to ${grantees}`,
     );
+    if (grant) stmts.push(`grant select, insert, update, delete on ${t} to ${grantees}`);
   }
-  stmts.push(`grant usage, select on all sequences in schema ${s} to ${grantees}`);
+  if (grant) stmts.push(`grant usage, select on all sequences in schema ${s} to ${grantees}`);
   await tx.unsafe(stmts.join(';\n'));
   return { tables, withoutTenantId };
 }
@@ -192,8 +199,9 @@ export interface MigrateTargetOptions {
 export async function migrateTarget(sql: Sql, opts: MigrateTargetOptions): Promise<{ version: number; applied: number }> {
   return sql.begin(async (tx) => {
     await tx.unsafe(`set local lock_timeout = '${Math.max(1, opts.lockTimeoutMs ?? 10_000)}ms'`);
-    const { applied, pending } = await planTarget(tx, opts.schema, opts.migrations);
-    const version = opts.migrations.length ? opts.migrations[opts.migrations.length - 1]!.version : 0;
+    const { applied, pending, highest } = await planTarget(tx, opts.schema, opts.migrations);
+    // a target a newer folder already took further stays there: the version reached never goes backwards
+    const version = Math.max(opts.migrations.length ? opts.migrations[opts.migrations.length - 1]!.version : 0, highest);
     if (pending.length === 0 && applied > 0 && !opts.reapplySecurity) return { version, applied: 0 };
     await tx.unsafe(`set local role ${ident(opts.owner)}; set local search_path = ${ident(opts.schema)}`);
     if (opts.context) await tx`select set_config('tenantry.ctx', ${opts.context}, true)`;
@@ -210,7 +218,7 @@ export async function migrateTarget(sql: Sql, opts: MigrateTargetOptions): Promi
   });
 }
 
-export async function planTarget(tx: TransactionSql | Sql, schema: string, migrations: MigrationFile[]): Promise<{ applied: number; pending: MigrationFile[] }> {
+export async function planTarget(tx: TransactionSql | Sql, schema: string, migrations: MigrationFile[]): Promise<{ applied: number; pending: MigrationFile[]; highest: number }> {
   const rows = await tx<{ version: number; name: string; checksum: string }[]>`
     select version, name, checksum from tenantry.migrations where schema_name = ${schema}`;
   const done = new Map(rows.map((r) => [r.version, r]));
@@ -220,5 +228,5 @@ export async function planTarget(tx: TransactionSql | Sql, schema: string, migra
       throw new TenantryError('MIGRATION_CHECKSUM_MISMATCH', `Tenant migration ${m.name} was edited after it was applied to ${schema}. Restore the original file and put new changes in a new numbered file.`, { migration: m.name, schema });
     }
   }
-  return { applied: rows.length, pending: migrations.filter((m) => !done.has(m.version)) };
+  return { applied: rows.length, pending: migrations.filter((m) => !done.has(m.version)), highest: Math.max(0, ...rows.map((r) => r.version)) };
 }

@@ -1,4 +1,4 @@
-import type { Sql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
 import { latestVersion } from '../core.js';
 import { ident, literal, tenantObjectNames } from '../identifiers.js';
@@ -55,11 +55,15 @@ const schema: IsolationStrategy = {
   },
   group: (core) => core.roles.schemaGroup,
   place: async (core, t) => {
+    // a pre-created, pre-migrated schema when the pool has one; else a new one
+    if (await core.schemaPool.claim(t.schema)) return;
     await core.sharedAdmin.unsafe(`create schema ${ident(t.schema)} authorization ${ident(core.roles.owner)}`);
   },
   migrate: async (core, t) => {
     const r = await migrateTarget(core.sharedAdmin, {
       schema: t.schema, owner: core.roles.owner, migrations: core.migrations, context: core.signer.sign(t.id),
+      // a claimed pool schema has its tables already: grant them to the tenant and pin its policies
+      reapplySecurity: true,
       // the schema's policies also pin tenant_id to this tenant: a row of another tenant written
       // through a schema-qualified name is refused even with a valid context of that other tenant
       rls: { schema: t.schema, pinnedTenant: t.id, grantees: [core.roles.runtime, t.role] },
@@ -112,9 +116,9 @@ async function cloneTemplate(core: Core, name: string): Promise<void> {
 }
 
 /** Creates the tenant's own login role, used as the session user for untrusted SQL. */
-export async function createTenantRole(core: Core, t: TenantPlacement): Promise<void> {
+export async function createTenantRole(core: Core, t: TenantPlacement, tx?: Sql | TransactionSql): Promise<void> {
   const strategy = STRATEGIES[t.isolation];
-  await core.admin.unsafe(`
+  await (tx ?? core.admin).unsafe(`
     create role ${ident(t.role)} with login nosuperuser nocreatedb nocreaterole noreplication nobypassrls inherit
       connection limit ${core.opts.tenantConnectionLimit} password ${literal(core.signer.rolePassword(t.role))};
     comment on role ${ident(t.role)} is ${literal(`tenantry installation ${core.installationId}`)};

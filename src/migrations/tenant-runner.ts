@@ -139,7 +139,12 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
             core.logger.warn({ tenantId: t.id, err }, 'tenant migration failed');
           }
           done++;
-          opts.onProgress?.({ done, total: pending.length, tenant: { id: t.id, slug: t.slug }, ...(error ? { error } : {}) });
+          try {
+            opts.onProgress?.({ done, total: pending.length, tenant: { id: t.id, slug: t.slug }, ...(error ? { error } : {}) });
+          } catch (err) {
+            // a broken progress display must not end the run half-way (and release its lock while workers still run)
+            core.logger.warn({ err }, 'tenant migration onProgress callback failed');
+          }
         }
       };
       await Promise.all(Array.from({ length: Math.min(concurrency, pending.length) }, worker));

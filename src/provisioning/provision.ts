@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import type { Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
+import { latestVersion } from '../core.js';
 import { TenantryError, isTenantryError } from '../errors.js';
 import { validateSlug } from '../identifiers.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
@@ -48,44 +50,70 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     await core.opts.onProvisionStep?.(s, { id: placement.id, isolation });
   };
 
-  try {
-    await step('catalog-row');
+  const insertRow = async (sql: Sql | TransactionSql, status: 'provisioning' | 'active' | 'trial', version: number): Promise<TenantRow> => {
     try {
-      await core.admin`
+      const [r] = await sql<TenantRow[]>`
         insert into tenantry_catalog.tenants
-          (id, slug, name, status, tier, isolation, database_name, schema_name, role_name, metadata)
-        values (${placement.id}, ${slug}, ${name}, 'provisioning', ${tier}, ${isolation},
-                ${placement.database}, ${placement.schema}, ${placement.role}, ${core.admin.json(metadata as never)})`;
+          (id, slug, name, status, tier, isolation, database_name, schema_name, role_name, metadata, trial_ends_at, schema_version)
+        values (${placement.id}, ${slug}, ${name}, ${status}, ${tier}, ${isolation},
+                ${placement.database}, ${placement.schema}, ${placement.role}, ${sql.json(metadata as never)},
+                ${status === 'trial' ? sql`now() + make_interval(days => ${trialDays!})` : null}, ${version})
+        returning *`;
+      return r!;
     } catch (err) {
       if ((err as { code?: string }).code === '23505') {
         throw new TenantryError('SLUG_TAKEN', `The slug "${slug}" is already taken; choose another.`, { slug });
       }
       throw err;
     }
-    await step('role');
-    await createTenantRole(core, placement);
-    await step('placement');
-    await strategy.place(core, placement);
-    await step('migrations');
-    const version = await strategy.migrate(core, placement);
-    await step('activate');
-    const row = await core.admin.begin(async (tx) => {
-      const [r] = await tx<TenantRow[]>`
-        update tenantry_catalog.tenants set
-          status = ${trialDays ? 'trial' : 'active'},
-          trial_ends_at = ${trialDays ? tx`now() + make_interval(days => ${trialDays})` : null},
-          schema_version = ${version}, updated_at = now()
-        where id = ${placement.id} and status = 'provisioning'
-        returning *`;
-      if (!r) throw new TenantryError('PROVISIONING_FAILED', 'The tenant row vanished while it was being provisioned (was repair() run at the same time?).');
-      await appendAudit(tx, {
-        tenantId: placement.id, actor, action: 'tenant.created', target: `tenant:${placement.id}`, requestId: who.requestId,
-        details: { slug, name, tier, isolation, trialDays: trialDays ?? null, metadata, durationMs: Date.now() - started },
-      });
-      // the first API key is issued in the transaction that activates the tenant: both or neither
-      const apiKey = keys ? await keys.createIn(tx, { id: placement.id }, { name: 'default', scopes: ['read', 'write', 'admin', 'sql'] }, { actor, ...(who.requestId ? { requestId: who.requestId } : {}) }) : undefined;
-      return { r, apiKey };
+  };
+  // audit entry and first API key, in the transaction that makes the tenant live: all or nothing
+  const finish = async (tx: TransactionSql): Promise<CreatedApiKey | undefined> => {
+    await appendAudit(tx, {
+      tenantId: placement.id, actor, action: 'tenant.created', target: `tenant:${placement.id}`, requestId: who.requestId,
+      details: { slug, name, tier, isolation, trialDays: trialDays ?? null, metadata, durationMs: Date.now() - started },
     });
+    return keys ? keys.createIn(tx, { id: placement.id }, { name: 'default', scopes: ['read', 'write', 'admin', 'sql'] }, { actor, ...(who.requestId ? { requestId: who.requestId } : {}) }) : undefined;
+  };
+  const liveStatus = trialDays ? 'trial' : 'active';
+
+  try {
+    let row: { r: TenantRow; apiKey: CreatedApiKey | undefined };
+    if (isolation === 'pooled') {
+      // Pooled mode is one catalog transaction: row, role (CREATE ROLE is transactional), audit entry
+      // and first key commit together or not at all, so a failure leaves nothing to undo.
+      row = await core.admin.begin(async (tx) => {
+        await step('catalog-row');
+        const r = await insertRow(tx, liveStatus, latestVersion(core));
+        await step('role');
+        await createTenantRole(core, placement, tx);
+        await step('placement');
+        await step('migrations');
+        await step('activate');
+        return { r, apiKey: await finish(tx) };
+      });
+    } else {
+      await step('catalog-row');
+      await insertRow(core.admin, 'provisioning', 0);
+      await step('role');
+      await createTenantRole(core, placement);
+      await step('placement');
+      await strategy.place(core, placement);
+      await step('migrations');
+      const version = await strategy.migrate(core, placement);
+      await step('activate');
+      row = await core.admin.begin(async (tx) => {
+        const [r] = await tx<TenantRow[]>`
+          update tenantry_catalog.tenants set
+            status = ${liveStatus},
+            trial_ends_at = ${trialDays ? tx`now() + make_interval(days => ${trialDays})` : null},
+            schema_version = ${version}, updated_at = now()
+          where id = ${placement.id} and status = 'provisioning'
+          returning *`;
+        if (!r) throw new TenantryError('PROVISIONING_FAILED', 'The tenant row vanished while it was being provisioned (was repair() run at the same time?).');
+        return { r, apiKey: await finish(tx) };
+      });
+    }
     const tenant = apiKeyResult(toTenant(row.r), row.apiKey);
     log.info({ durationMs: Date.now() - started }, 'tenant provisioned');
     core.events.emit('provisioned', { isolation, outcome: 'success', durationMs: Date.now() - started });

@@ -173,8 +173,15 @@ export class QuotaService {
         if (prior!.metric !== metric || Number(prior!.amount) !== n) {
           throw new TenantryError('INVALID_INPUT', `Idempotency key ${JSON.stringify(key)} was already used for ${prior!.amount} ${prior!.metric}; use a new key for a different request.`);
         }
-        const limits = await this.effectiveQuotas(tenant.id);
-        return { metric, used: Number(prior!.used_after), limit: limits[def.quota].limit, replayed: true };
+        // the limit is read on this transaction's own connection: asking the pool for another one
+        // while holding this one deadlocks once every pooled connection is a replay waiting here
+        const [lim] = await tx<{ limit_value: string }[]>`
+          select coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value
+          from tenantry_catalog.tenants t
+          join tenantry_catalog.tiers ti on ti.name = t.tier
+          left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
+          where t.id = ${tenant.id}`;
+        return { metric, used: Number(prior!.used_after), limit: Number(lim!.limit_value), replayed: true };
       }
       const r = await this.debit(tx, tenant, metric, n);
       await tx`update tenantry_catalog.usage_idempotency set used_after = ${r.used} where tenant_id = ${tenant.id} and idempotency_key = ${key}`;
@@ -224,11 +231,14 @@ export class QuotaService {
         )
         select used, limit_value from upd`;
       if (rows[0]) return { metric, used: Number(rows[0].used), limit: Number(rows[0].limit_value), replayed: false };
-      // no row updated: either the counter does not exist yet, or the debit would pass the limit
-      const created = await sql`
+      // no row updated: either the counter does not exist yet, or the debit would pass the limit.
+      // Retry once after making sure the row exists, also when this insert found it already there:
+      // a concurrent first debit may have created it after our UPDATE looked (the insert waits for
+      // that creator to commit, so the retry sees the row), and refusing then would be spurious.
+      if (attempt === 1) break;
+      await sql`
         insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${tenant.id}, ${metric}, 0)
-        on conflict do nothing returning 1`;
-      if (created.length === 0 || attempt === 1) break;
+        on conflict do nothing`;
     }
     const [cur] = await sql<{ used: string; limit_value: string; current: boolean }[]>`
       select c.used, coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value,

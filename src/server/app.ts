@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import AjvCompiler from '@fastify/ajv-compiler';
 import type { Static } from '@sinclair/typebox';
 import { randomUUID } from 'node:crypto';
 import type { Tenantry } from '../tenantry.js';
@@ -43,6 +44,9 @@ export function tenantView(t: Tenant): S.TenantView {
 /** Dates to ISO strings, for responses built from library objects. */
 const plain = <T>(value: T): unknown => JSON.parse(JSON.stringify(value));
 
+const coercingValidators = AjvCompiler();
+const exactValidators = AjvCompiler();
+
 const problemResponses = { 400: { $ref: 'Problem#' }, 401: { $ref: 'Problem#' }, 403: { $ref: 'Problem#' }, 404: { $ref: 'Problem#' }, 409: { $ref: 'Problem#' }, 429: { $ref: 'Problem#' } };
 const bearer = [{ bearer: [] as string[] }];
 
@@ -64,6 +68,18 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     },
     bodyLimit: 256 * 1024,
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+    // Query strings and path parameters arrive as text and are coerced to their types; a JSON body
+    // already has types, and one of the wrong type is refused rather than coerced ("5", true or
+    // ["acme"] are not an amount of 5, an amount of 1 or the slug "acme").
+    schemaController: {
+      compilersFactory: {
+        buildValidator: (externalSchemas, options) => {
+          const coercing = coercingValidators(externalSchemas, options);
+          const exact = exactValidators(externalSchemas, { ...options, customOptions: { ...options?.customOptions, coerceTypes: false } } as typeof options);
+          return (route) => (route.httpPart === 'body' ? exact(route) : coercing(route));
+        },
+      },
+    },
   });
   const metrics = createMetrics(tenantry, { tenantLabels: deps.tenantLabels ?? false });
   app.decorateRequest('principal', null);

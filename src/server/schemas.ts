@@ -106,7 +106,8 @@ export const ListTenantsQuery = Type.Object({
 export const SuspendBody = Type.Object({ reason: Type.String({ minLength: 1, maxLength: 500 }) }, { additionalProperties: false });
 export const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
 export const DeleteQuery = Type.Object({ hard: Type.Optional(Type.Boolean()), force: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
-export const QuotasBody = Type.Record(literalUnion(QUOTAS), Nullable(Type.Integer({ minimum: 0 })), { additionalProperties: false, minProperties: 1 });
+// Partial: a Record over literal keys makes every key required, and an override names only the quotas it changes
+export const QuotasBody = Type.Partial(Type.Record(literalUnion(QUOTAS), Nullable(Type.Integer({ minimum: 0 })), { additionalProperties: false, minProperties: 1 }));
 export const UsageBody = Type.Object({
   metric: literalUnion(Object.keys(METRICS) as (keyof typeof METRICS)[]),
   amount: Type.Integer({ minimum: 1, maximum: 1_000_000_000_000 }),
