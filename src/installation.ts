@@ -54,7 +54,7 @@ export async function ensureRoles(lock: Sql, inst: InstallationRecord, roles: In
     {
       name: roles.runtime,
       // the session user of every library pool: owns nothing, bypasses nothing, belongs to no role
-      attrs: `login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit password ${literal(signer.rolePassword(roles.runtime))}`,
+      attrs: `login nosuperuser nocreatedb nocreaterole noreplication nobypassrls noinherit password ${literal(signer.roleVerifier(roles.runtime))}`,
     },
     { name: roles.pooledGroup, attrs: 'nologin nosuperuser nocreatedb nocreaterole noreplication nobypassrls' },
     { name: roles.databaseGroup, attrs: 'nologin nosuperuser nocreatedb nocreaterole noreplication nobypassrls' },

@@ -1,4 +1,4 @@
-import type { Sql, TransactionSql } from 'postgres';
+import type { ReservedSql, Sql, TransactionSql } from 'postgres';
 import { Redis } from 'ioredis';
 import { resolveOptions, type TenantryOptions, type ResolvedOptions } from './config.js';
 import { silentLogger, type Logger } from './logger.js';
@@ -38,6 +38,29 @@ const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
 
 /** DISCARD ALL, which cannot run inside a transaction block, less what the runtime role cannot create (temporary objects). */
 const RESET_SESSION = 'reset all; deallocate all; close all; unlisten *; select pg_advisory_unlock_all()';
+
+/**
+ * A reserved connection inside an explicit transaction, shaped like postgres.js's TransactionSql:
+ * savepoint(fn) runs fn in a savepoint, rolled back to if fn throws.
+ */
+function asTransaction(conn: ReservedSql): TransactionSql {
+  let n = 0;
+  const tx = conn as unknown as TransactionSql & { savepoint: unknown };
+  tx.savepoint = async (nameOrFn: unknown, maybeFn?: unknown): Promise<unknown> => {
+    const fn = (typeof nameOrFn === 'function' ? nameOrFn : maybeFn) as (sql: TransactionSql) => unknown;
+    const name = `tenantry_sp_${++n}`;
+    await conn.unsafe(`savepoint ${name}`);
+    try {
+      const result = await fn(tx);
+      await conn.unsafe(`release savepoint ${name}`);
+      return result;
+    } catch (err) {
+      await conn.unsafe(`rollback to savepoint ${name}`);
+      throw err;
+    }
+  };
+  return tx;
+}
 
 /** The database the embedded server keeps the catalog in. */
 const EMBEDDED_CATALOG_DB = 'tenantry';
@@ -205,25 +228,35 @@ export class Tenantry {
     const tenant = await this.tenants.resolveForWork(idOrSlug);
     const context = this.core.signer.sign(tenant.id);
     const searchPath = `"${tenant.placement.schema}"`;
-    return this.core.runtimeOn(tenant.placement.database, (sql) => sql.begin(async (tx) => {
-      // Sent without waiting for its reply: the first statement of `fn` follows on the same connection
-      // in the same round trip (postgres.js pipelines), and fails with it if this fails.
-      const setup = tx`select set_config('tenantry.ctx', ${context}, true), set_config('search_path', ${searchPath}, true)`.execute();
-      setup.catch(() => undefined);
+    return this.core.runtimeOn(tenant.placement.database, async (pool) => {
+      const conn = await pool.reserve();
       try {
-        const result = await fn(tx);
-        await setup;
-        // Session-level state the SQL in fn may have left (set_config(..., false), SET, PREPARE, cursors
-        // WITH HOLD, LISTEN, advisory locks) is cleared before the connection goes back to the pool.
-        await tx.unsafe(RESET_SESSION);
+        // BEGIN and the signed context go out without waiting for their replies: fn's first statement
+        // follows them on the same connection in the same round trip (postgres.js pipelines), and fails
+        // with them if they fail.
+        const setup = [
+          conn`begin`.execute(),
+          conn`select set_config('tenantry.ctx', ${context}, true), set_config('search_path', ${searchPath}, true)`.execute(),
+        ];
+        for (const q of setup) q.catch(() => undefined);
+        let result: T;
+        try {
+          result = await fn(asTransaction(conn));
+          await Promise.all(setup);
+          // Commit, then clear any session-level state the SQL in fn may have left (set_config(..., false),
+          // SET, PREPARE, cursors WITH HOLD, LISTEN, advisory locks): one round trip.
+          await conn.unsafe(`commit; ${RESET_SESSION}`);
+        } catch (err) {
+          // fn may have ended the transaction early (COMMIT inside its SQL text) and set session state
+          // after it: end whatever transaction is open, then clear the session outside of any.
+          await conn.unsafe(`rollback; ${RESET_SESSION}`).catch(() => undefined);
+          throw err;
+        }
         return result;
-      } catch (err) {
-        // fn may have ended the transaction early (COMMIT inside its SQL text) and set session state
-        // after it: end whatever transaction is open, then clear the session outside of any.
-        await tx.unsafe(`rollback; ${RESET_SESSION}`).catch(() => undefined);
-        throw err;
+      } finally {
+        conn.release();
       }
-    }) as Promise<T>);
+    });
   }
 
   /**

@@ -120,7 +120,7 @@ export async function createTenantRole(core: Core, t: TenantPlacement, tx?: Sql 
   const strategy = STRATEGIES[t.isolation];
   await (tx ?? core.admin).unsafe(`
     create role ${ident(t.role)} with login nosuperuser nocreatedb nocreaterole noreplication nobypassrls inherit
-      connection limit ${core.opts.tenantConnectionLimit} password ${literal(core.signer.rolePassword(t.role))};
+      connection limit ${core.opts.tenantConnectionLimit} password ${literal(core.signer.roleVerifier(t.role))};
     comment on role ${ident(t.role)} is ${literal(`tenantry installation ${core.installationId}`)};
     grant ${ident(strategy.group(core))} to ${ident(t.role)};
     grant ${ident(t.role)} to current_user;`);
