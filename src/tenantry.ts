@@ -82,16 +82,22 @@ export class Tenantry {
   /** stored responses for the HTTP API's Idempotency-Key */
   readonly idempotency: IdempotencyStore;
   private closed = false;
+  private readonly rateLimits = new Map<string, { limit: number; at: number }>();
   private unlisten: (() => Promise<void>) | undefined;
 
   private constructor(private readonly core: Core, private readonly embedded: EmbeddedServer | undefined) {
     this.tenants = new TenantService(core);
     this.operatorKey = new OperatorKey(core.admin, core.opts.adminKey);
     this.idempotency = new IdempotencyStore(core.admin);
-    this.quotas = new QuotaService(core, this.tenants);
+    this.quotas = new QuotaService(core, this.tenants, (tenantId) => {
+      if (!tenantId) return this.rateLimits.clear();
+      this.rateLimits.delete(tenantId);
+      // a new limit starts from a clean slate rather than from state kept under the old interval
+      void this.rateLimiter.reset(`tenant:${tenantId}`).catch(() => undefined);
+    });
     this.features = new FeatureService(core, this.tenants);
     this.keys = new ApiKeyService(core, this.tenants, core.opts.keyPepper);
-    this.members = new MemberService(core, this.tenants, this.quotas);
+    this.members = new MemberService(core, this.tenants, this.quotas, (tenantId) => this.keys.invalidate(tenantId));
     this.tenants.attachKeys(this.keys);
     this.rateLimiter = new RateLimiter(core.opts.redisUrl
       ? new RedisRateLimitStore(new Redis(core.opts.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false }))
@@ -105,8 +111,19 @@ export class Tenantry {
    */
   async rateLimit(idOrSlug: string, cost = 1): Promise<RateDecision> {
     const t = await this.tenants.resolveForWork(idOrSlug);
-    const limits = await this.quotas.effectiveQuotas(t.id);
-    const limit = Math.max(1, limits.api_calls_per_minute.limit);
+    // the limit is cached for a few seconds: this runs on every API request
+    let cached = this.rateLimits.get(t.id);
+    if (!cached || Date.now() - cached.at > 5000) {
+      const limits = await this.quotas.effectiveQuotas(t.id);
+      cached = { limit: limits.api_calls_per_minute.limit, at: Date.now() };
+      this.rateLimits.set(t.id, cached);
+    }
+    const limit = cached.limit;
+    if (limit === 0) {
+      // a quota of zero refuses every call (GCRA needs a positive rate)
+      this.core.events.emit('rateLimited', { tenantId: t.id });
+      return { allowed: false, remaining: 0, retryAfterMs: 60_000, resetAfterMs: 60_000, limit: 0 };
+    }
     const decision = await this.rateLimiter.consume(`tenant:${t.id}`, { limit, periodMs: 60_000, burst: limit }, cost);
     if (!decision.allowed) this.core.events.emit('rateLimited', { tenantId: t.id });
     return decision;
@@ -194,8 +211,9 @@ export class Tenantry {
     core.schemaPool.refill();
     const t = new Tenantry(core, embedded);
     // other processes announce tenant changes; drop our cached copy at once
-    const sub = await admin.listen('tenantry_tenant_changed', (id) => core.cache.invalidate(id), () => core.cache.clear());
-    t.unlisten = () => sub.unlisten();
+    const sub = await admin.listen('tenantry_tenant_changed', (id) => { core.cache.invalidate(id); t.rateLimits.delete(id); }, () => core.cache.clear());
+    const keySub = await admin.listen('tenantry_key_changed', (tenantId) => t.keys.invalidate(tenantId), () => t.keys.invalidate());
+    t.unlisten = async () => { await sub.unlisten(); await keySub.unlisten(); };
     logger.info({ namespace: opts.namespace }, 'tenantry ready');
     return t;
   }

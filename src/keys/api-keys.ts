@@ -100,9 +100,17 @@ const toInfo = (r: KeyRow): ApiKeyInfo => ({
  */
 export class ApiKeyService {
   private readonly lastUsed = new Map<string, Date>();
+  /**
+   * Verified key rows by key id, for a few seconds: the hot path of every API request then needs no
+   * query. Dropped at once on revoke, rotate and member changes (here, and in other processes through
+   * the catalog's NOTIFY); the secret is still compared, in constant time, on every use.
+   */
+  private readonly cache = new Map<string, { row: KeyRow & { role: MemberRole | null }; at: number }>();
+  private readonly cacheTtlMs: number;
   private readonly flusher: NodeJS.Timeout;
 
   constructor(private readonly core: Core, private readonly tenants: TenantService, private readonly pepper: string | undefined) {
+    this.cacheTtlMs = Math.min(core.opts.tenantCacheTtlMs, 5000);
     this.flusher = setInterval(() => void this.flushLastUsed(), 15_000);
     this.flusher.unref();
   }
@@ -156,7 +164,7 @@ export class ApiKeyService {
 
   async revoke(idOrSlug: string, keyId: string, who: AuditActor = {}): Promise<ApiKeyInfo> {
     const t = await this.tenants.get(idOrSlug);
-    return this.core.admin.begin(async (tx) => {
+    const result = await this.core.admin.begin(async (tx) => {
       const [row] = await tx<KeyRow[]>`
         update tenantry_catalog.api_keys set revoked_at = coalesce(revoked_at, now())
         where id = ${String(keyId)} and tenant_id = ${t.id} returning *`;
@@ -164,6 +172,8 @@ export class ApiKeyService {
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'api_key.revoked', target: `api_key:${row.id}`, requestId: who.requestId, details: { name: row.name } });
       return toInfo(row);
     });
+    this.invalidate(t.id);
+    return result;
   }
 
   /** A new key with the same name, scopes and member; the old one stays valid for `graceSeconds` (default 0). */
@@ -171,7 +181,7 @@ export class ApiKeyService {
     const grace = opts.graceSeconds ?? 0;
     if (!Number.isInteger(grace) || grace < 0 || grace > 30 * 86_400) throw new TenantryError('INVALID_INPUT', 'graceSeconds must be an integer from 0 to 2592000 (30 days).');
     const t = await this.tenants.get(idOrSlug);
-    return this.core.admin.begin(async (tx) => {
+    const created = await this.core.admin.begin(async (tx) => {
       const [old] = await tx<KeyRow[]>`select * from tenantry_catalog.api_keys where id = ${String(keyId)} and tenant_id = ${t.id} for update`;
       if (!old) throw new TenantryError('API_KEY_NOT_FOUND', `Tenant "${t.slug}" has no API key ${JSON.stringify(keyId)}.`);
       if (old.revoked_at) throw new TenantryError('API_KEY_REVOKED', `API key ${old.id} is revoked; create a new key instead.`);
@@ -184,6 +194,8 @@ export class ApiKeyService {
         expiresAt: old.expires_at && old.expires_at.getTime() > Date.now() ? old.expires_at : null,
       }, who);
     });
+    this.invalidate(t.id);
+    return created;
   }
 
   /**
@@ -194,16 +206,23 @@ export class ApiKeyService {
   async verify(presented: string): Promise<VerifiedKey> {
     const parsed = parseApiKey(presented);
     if (!parsed) throw new TenantryError('INVALID_API_KEY', 'The API key is malformed or mistyped (checksum mismatch). Keys look like tnt_live_<id>_<secret>.');
-    const [row] = await this.core.admin<(KeyRow & { role: MemberRole | null; now: Date })[]>`
-      select k.*, m.role, now() as now from tenantry_catalog.api_keys k
-      left join tenantry_catalog.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.member_user_id
-      where k.id = ${parsed.keyId}`;
+    let row: (KeyRow & { role: MemberRole | null }) | undefined;
+    const hit = this.cache.get(parsed.keyId);
+    if (hit && Date.now() - hit.at < this.cacheTtlMs) {
+      row = hit.row;
+    } else {
+      [row] = await this.core.admin<(KeyRow & { role: MemberRole | null })[]>`
+        select k.*, m.role from tenantry_catalog.api_keys k
+        left join tenantry_catalog.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.member_user_id
+        where k.id = ${parsed.keyId}`;
+      if (row && this.cacheTtlMs > 0) this.cache.set(parsed.keyId, { row, at: Date.now() });
+    }
     // compare against a dummy when the id is unknown, so timing does not reveal which ids exist
     const stored = row?.secret_hash ?? Buffer.alloc(32);
     const match = timingSafeEqual(this.hash(parsed.secret), stored);
     if (!row || !match) throw new TenantryError('INVALID_API_KEY', 'The API key is not valid.');
     if (row.revoked_at) throw new TenantryError('API_KEY_REVOKED', `API key ${row.id} was revoked; ask the tenant's admin for a new one.`);
-    if (row.expires_at && row.expires_at.getTime() <= row.now.getTime()) throw new TenantryError('API_KEY_EXPIRED', `API key ${row.id} expired at ${row.expires_at.toISOString()}; rotate or create a new one.`);
+    if (row.expires_at && row.expires_at.getTime() <= Date.now()) throw new TenantryError('API_KEY_EXPIRED', `API key ${row.id} expired at ${row.expires_at.toISOString()}; rotate or create a new one.`);
     const tenant = await this.tenants.resolveForWork(row.tenant_id);
     let permissions = row.scopes;
     if (row.member_user_id) {
@@ -212,6 +231,12 @@ export class ApiKeyService {
     }
     this.lastUsed.set(row.id, new Date());
     return { tenant, key: toInfo(row), permissions };
+  }
+
+  /** Drops cached verifications of one tenant's keys (or all). */
+  invalidate(tenantId?: string): void {
+    if (!tenantId) return this.cache.clear();
+    for (const [id, e] of this.cache) if (e.row.tenant_id === tenantId) this.cache.delete(id);
   }
 
   /** Writes the batched last-use times: one UPDATE for all keys used since the last flush. */

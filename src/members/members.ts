@@ -56,7 +56,11 @@ type Tx = TransactionSql | Sql;
  * counts against max_users in the same transaction; a tenant never loses its last owner.
  */
 export class MemberService {
-  constructor(private readonly core: Core, private readonly tenants: TenantService, private readonly quotas: QuotaService) {}
+  constructor(
+    private readonly core: Core, private readonly tenants: TenantService, private readonly quotas: QuotaService,
+    /** told after a role change or removal, so cached key permissions are dropped at once */
+    private readonly onMembersChanged: (tenantId: string) => void = () => {},
+  ) {}
 
   async list(idOrSlug: string): Promise<Member[]> {
     const t = await this.tenants.get(idOrSlug);
@@ -99,7 +103,7 @@ export class MemberService {
       await tx`update tenantry_catalog.memberships set role = ${role}, updated_at = now() where tenant_id = ${t.id} and user_id = ${uid}`;
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'member.role_changed', target: `user:${uid}`, requestId: who.requestId, details: { from: before.role, to: role } });
       return { ...before, role };
-    });
+    }).finally(() => this.onMembersChanged(t.id));
   }
 
   async remove(idOrSlug: string, userId: string, who: AuditActor = {}): Promise<void> {
@@ -113,7 +117,7 @@ export class MemberService {
       await tx`update tenantry_catalog.api_keys set revoked_at = coalesce(revoked_at, now()) where tenant_id = ${t.id} and member_user_id = ${uid}`;
       await tx`update tenantry_catalog.usage_counters set used = greatest(used - 1, 0), updated_at = now() where tenant_id = ${t.id} and metric = 'users'`;
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'member.removed', target: `user:${uid}`, requestId: who.requestId, details: { email: before.email, role: before.role } });
-    });
+    }).finally(() => this.onMembersChanged(t.id));
   }
 
   /**

@@ -66,7 +66,11 @@ const WINDOW_SQL: Record<WindowUnit, string> = { minute: 'minute', hour: 'hour',
 export class QuotaService {
   private storageTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly core: Core, private readonly tenants: TenantService) {}
+  constructor(
+    private readonly core: Core, private readonly tenants: TenantService,
+    /** told after overrides or a tier change, so cached limits are dropped (undefined: every tenant) */
+    private readonly onLimitsChanged: (tenantId?: string) => void = () => {},
+  ) {}
 
   // ---- tiers ----
 
@@ -101,6 +105,7 @@ export class QuotaService {
         requestId: who.requestId, details: { quotas, features: features ?? null, before },
       });
     });
+    this.onLimitsChanged();
     return this.getTier(tier);
   }
 
@@ -138,6 +143,7 @@ export class QuotaService {
         requestId: who.requestId, details: { overrides: Object.fromEntries(entries) },
       });
     });
+    this.onLimitsChanged(t.id);
     return this.effectiveQuotas(t.id);
   }
 
