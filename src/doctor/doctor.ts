@@ -78,7 +78,7 @@ export async function runDoctor(core: Core): Promise<DoctorReport> {
     if (t.isolation === 'schema' && !sharedSchemas.has(t.schema_name)) { tenantProblems++; fail('tenant-objects', `${label}: schema ${t.schema_name} is missing.`, 'Restore the schema from a backup, or hard-delete the tenant.'); continue; }
     const shouldLogin = t.status === 'active' || t.status === 'trial';
     if (Boolean(t.can_login) !== shouldLogin) { tenantProblems++; fail('tenant-login', `${label}: role ${t.role_name} ${t.can_login ? 'can' : 'cannot'} log in while the tenant is ${t.status}.`, `ALTER ROLE ${ident(t.role_name)} ${shouldLogin ? 'LOGIN' : 'NOLOGIN'};`); }
-    if (t.schema_version !== latestVersion(core)) { tenantProblems++; fail('tenant-version', `${label}: at tenant migration ${t.schema_version}, latest is ${latestVersion(core)}.`, 'Run the tenant migrations (tenantry migrate).'); }
+    if (t.schema_version < latestVersion(core)) { tenantProblems++; fail('tenant-version', `${label}: at tenant migration ${t.schema_version}, latest is ${latestVersion(core)}.`, 'Run the tenant migrations (tenantry migrate).'); }
   }
   if (tenantProblems === 0) pass('tenant-objects', `All ${tenants.length} tenants have their role, schema or database, and a login that matches their status.`);
 

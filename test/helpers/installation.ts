@@ -41,7 +41,8 @@ export async function freshInstallation(options: Partial<TenantryOptions> = {}):
     return u.toString();
   };
   const adminUrl = urlFor(catalogDb, admin, password);
-  const tenantry = await Tenantry.open({ databaseUrl: adminUrl, namespace, ...options });
+  // a modest connection budget: two test files share a server whose max_connections may be 100
+  const tenantry = await Tenantry.open({ databaseUrl: adminUrl, namespace, maxConnections: 16, ...options });
   const su = postgres(urlFor(catalogDb, new URL(SUPERUSER_URL).username || 'postgres', decodeURIComponent(new URL(SUPERUSER_URL).password)), { onnotice: () => {}, max: 4 });
   let cleaned = false;
   return {
