@@ -119,7 +119,7 @@ export async function ensureSharedDatabase(opts: {
     });
     const { version } = await migrateTarget(db, {
       schema: POOLED_SCHEMA, owner: roles.owner, migrations: opts.migrations,
-      rls: { schema: POOLED_SCHEMA, grantees: [roles.runtime, roles.pooledGroup] },
+      rls: { schema: POOLED_SCHEMA, pooledOnly: true, grantees: [roles.runtime, roles.pooledGroup] },
     });
     // pooled tenants' rows live in these tables: their catalog version follows them (never backwards)
     await lock`update tenantry_catalog.tenants set schema_version = ${version} where isolation = 'pooled' and schema_version < ${version}`;

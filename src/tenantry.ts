@@ -244,7 +244,7 @@ export class Tenantry {
     this.assertOpen();
     if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenant(idOrSlug, fn) needs a function.');
     const tenant = await this.tenants.resolveForWork(idOrSlug);
-    const context = this.core.signer.sign(tenant.id);
+    const context = this.core.signer.sign(tenant.id, tenant.isolation);
     const searchPath = `"${tenant.placement.schema}"`;
     return this.core.runtimeOn(tenant.placement.database, async (pool) => {
       const conn = await pool.reserve();
@@ -326,8 +326,10 @@ export class Tenantry {
         let count: number | null = null;
         // simple: false forces the extended protocol, which runs exactly one statement
         const q = tx.unsafe(input.sql, params as never[], { simple: false } as never);
-        for await (const batch of q.cursor(Math.min(maxRows + 1, 500))) {
-          const b = batch as unknown as Record<string, unknown>[] & { columns?: { name: string; type: number }[]; count?: number };
+        type Batch = Record<string, unknown>[] & { columns?: { name: string; type: number }[]; count?: number | null };
+        const taken = new Set<Batch>();
+        const take = (b: Batch): unknown => {
+          taken.add(b);
           if (b.columns) fields = b.columns.map((c) => ({ name: c.name, dataTypeId: c.type }));
           // the command tag's count rides on the batch (an INSERT/UPDATE/DELETE without RETURNING has no rows)
           if (typeof b.count === 'number') count = b.count;
@@ -335,8 +337,14 @@ export class Tenantry {
             if (rows.length >= maxRows) { truncated = true; break; }
             rows.push(row);
           }
-          if (truncated) break;
-        }
+          // postgres.js's CLOSE (one object for every connection; a transaction's sql does not carry it) ends the cursor
+          return truncated ? this.core.admin.CLOSE : undefined;
+        };
+        // The callback form rather than `for await`: postgres.js passes the last batch to the callback only
+        // when its command tag carries a row count, so the rows of SHOW, EXPLAIN or CALL come back only as
+        // the query's own result.
+        const last = await q.cursor(Math.min(maxRows + 1, 500), (batch) => take(batch as unknown as Batch) as void) as unknown as Batch | undefined;
+        if (last && !taken.has(last)) take(last);
         const done = q as unknown as { count?: number; columns?: { name: string; type: number }[] };
         if (fields.length === 0 && done.columns) fields = done.columns.map((c) => ({ name: c.name, dataTypeId: c.type }));
         if (typeof done.count === 'number') count = done.count;

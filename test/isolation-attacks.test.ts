@@ -54,9 +54,11 @@ function reach(a: Tenant, schema: string): Reach {
   return 'missing';
 }
 
+/** The MAC part of a tenant's valid context ('<id>.<mode>.<mac>'). */
 async function macOf(t: Tenant): Promise<string> {
-  return (await signedContext(inst, t.id)).split('.')[1]!;
+  return (await signedContext(inst, t.id)).split('.')[2]!;
 }
+const modeOf = (t: Tenant): string => t.isolation[0]!;
 
 // ---------------------------------------------------------------- A against B, every pair of modes
 
@@ -187,13 +189,18 @@ for (const am of MODES) {
       const { A, B } = pair();
       const b = B.tenant.id;
       const aMac = await macOf(A.tenant);
+      const bm = modeOf(B.tenant);
       const forged: [string, RegExp][] = [
-        [`${b}.${GARBAGE_MAC}`, /signature is invalid/],
-        [`${b}.${aMac}`, /signature is invalid/],
-        [`${b}.${aMac.toUpperCase()}`, /signature is invalid/],
+        [`${b}.${bm}.${GARBAGE_MAC}`, /signature is invalid/],
+        [`${b}.${bm}.${aMac}`, /signature is invalid/],
+        [`${b}.${bm}.${aMac.toUpperCase()}`, /signature is invalid/],
+        // A's own id and MAC with another mode letter: the mode is signed too
+        ...['p', 's', 'd'].filter((m) => m !== modeOf(A.tenant)).map((m) => [`${A.tenant.id}.${m}.${aMac}`, /signature is invalid/] as [string, RegExp]),
         [b, /malformed tenant context/],
-        [`${b}.${aMac}.x`, /malformed tenant context/],
-        [`${b.toUpperCase()}.${aMac}`, /malformed tenant context/],
+        [`${b}.${aMac}`, /malformed tenant context/],
+        [`${b}.${bm}.${aMac}.x`, /malformed tenant context/],
+        [`${b}.x.${aMac}`, /malformed tenant context/],
+        [`${b.toUpperCase()}.${bm}.${aMac}`, /malformed tenant context/],
       ];
       for (const [ctx, message] of forged) {
         for (const local of [true, false]) {
@@ -239,7 +246,7 @@ for (const am of MODES) {
       } else {
         assert.equal(last(await run(A.tenant, `commit; delete from ${rel} returning id`)).length, 0);
         assert.equal(last(await run(A.tenant, `commit; select * from ${rel}`)).length, 0);
-        await rejectsPg(run(A.tenant, `commit; select set_config('tenantry.ctx', '${b}.${aCtxMac}', false); delete from ${rel}`), '42501', /signature is invalid/);
+        await rejectsPg(run(A.tenant, `commit; select set_config('tenantry.ctx', '${b}.${modeOf(B.tenant)}.${aCtxMac}', false); delete from ${rel}`), '42501', /signature is invalid/);
         await rejectsPg(run(A.tenant, `commit; insert into ${rel} (tenant_id, name, agent_type) values ('${b}', 'planted', 'x')`), '42501', /row-level security/);
       }
       await assertIntact(inst, fx);
@@ -368,6 +375,16 @@ for (const am of MODES) {
 }
 
 // ---------------------------------------------------------------- the runtime role without a context
+
+test('a schema tenant cannot read or plant rows in the shared pooled tables (its context is signed for schema mode)', async () => {
+  const A = fx.schema.a.tenant;
+  // its own id as tenant_id, and the default: both refused, since the pooled policies admit pooled contexts only
+  await rejectsPg(run(A, `insert into pooled.agents (name, agent_type) values ('planted', 'x')`), '42501', /row-level security/);
+  await rejectsPg(run(A, `insert into pooled.agents (tenant_id, name, agent_type) values ('${A.id}', 'planted', 'x')`), '42501', /row-level security/);
+  assert.equal((last(await run(A, 'select * from pooled.agents'))).length, 0, 'pooled rows visible to a schema tenant');
+  assert.equal((last(await run(A, 'delete from pooled.agents returning id'))).length, 0);
+  await assertIntact(inst, fx);
+});
 
 test('runtime role without a context sees zero rows in every tenant table of every data database, and cannot insert', async () => {
   const targets: { database: string; relations: string[]; owner: string }[] = [];

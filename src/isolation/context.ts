@@ -2,7 +2,7 @@ import { createHash, createHmac, pbkdf2Sync } from 'node:crypto';
 
 /**
  * The signed, transaction-local tenant context. The library sets
- * `tenantry.ctx = '<tenant id>.<hex HMAC-SHA-256(context key, tenant id)>'`; the policies call
+ * `tenantry.ctx = '<tenant id>.<mode>.<hex HMAC-SHA-256(context key, "<tenant id>.<mode>")>'`; the policies call
  * `tenantry.current_tenant()`, which recomputes the MAC from a key only its owner role can read.
  * SQL injected into a tenant's transaction can read its own context but cannot forge another's.
  */
@@ -13,8 +13,10 @@ export class ContextSigner {
     this.contextKey = derive(secret, 'context-hmac-key');
   }
 
-  sign(tenantId: string): string {
-    return `${tenantId}.${createHmac('sha256', this.contextKey).update(tenantId, 'utf8').digest('hex')}`;
+  /** The context for a tenant of an isolation mode; the mode is signed with the id. */
+  sign(tenantId: string, isolation: 'pooled' | 'schema' | 'database'): string {
+    const claim = `${tenantId}.${isolation[0]}`;
+    return `${claim}.${createHmac('sha256', this.contextKey).update(claim, 'utf8').digest('hex')}`;
   }
 
   /** HMAC's two padded keys, so PostgreSQL's built-in sha256() can compute the MAC without pgcrypto. */

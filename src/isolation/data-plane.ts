@@ -62,10 +62,12 @@ create table if not exists ${CONTEXT_SCHEMA}.migrations (
 );
 revoke all on ${CONTEXT_SCHEMA}.migrations from public;
 
--- The tenant the current statement acts for. Policies call it as (select tenantry.current_tenant()),
--- so it runs once per statement. SECURITY DEFINER with a fixed search_path: the caller can neither
--- read the key nor shadow the functions it calls.
-create or replace function ${CONTEXT_SCHEMA}.current_tenant() returns uuid
+-- The tenant the current statement acts for, if it is a tenant of isolation mode required_mode
+-- ('p', 's', 'd'; NULL for any). Policies call it as (select ...), so it runs once per statement.
+-- SECURITY DEFINER with a fixed search_path: the caller can neither read the key nor shadow the
+-- functions it calls. The context is '<tenant id>.<mode>.<hex HMAC of "<id>.<mode>">'; the mode
+-- is signed too, so a schema or database tenant's context cannot reach the shared pooled tables.
+create or replace function ${CONTEXT_SCHEMA}.tenant_for(required_mode text) returns uuid
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $fn$
@@ -74,6 +76,7 @@ declare
   prefix text;
   ctx text;
   claimed text;
+  mode text;
   tenant uuid;
 begin
   select namespace, k_inner, k_outer into s from ${CONTEXT_SCHEMA}.settings;
@@ -81,6 +84,7 @@ begin
   if left(session_user::text, length(prefix)) = prefix then
     -- A tenant's own login role (untrusted SQL): the session user decides. SET ROLE, RESET ROLE
     -- and set_config cannot change the session user, so nothing sent on it can act for another tenant.
+    -- (Its privileges, not the mode, keep it from tables of other modes.)
     tenant := substr(session_user::text, length(prefix) + 1)::uuid;
   else
     ctx := current_setting('tenantry.ctx', true);
@@ -88,13 +92,18 @@ begin
       return null; -- no context: policies compare with NULL, so no row qualifies
     end if;
     claimed := split_part(ctx, '.', 1);
-    if length(ctx) <> 101 or claimed !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then
+    mode := split_part(ctx, '.', 2);
+    if length(ctx) <> 103 or claimed !~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+       or mode not in ('p', 's', 'd') then
       raise exception 'tenantry: malformed tenant context' using errcode = '42501';
     end if;
     -- compare digests rather than the MACs, so timing says nothing about the expected MAC's prefix
-    if sha256(convert_to(split_part(ctx, '.', 2), 'UTF8'))
-       <> sha256(convert_to(encode(sha256(s.k_outer || sha256(s.k_inner || convert_to(claimed, 'UTF8'))), 'hex'), 'UTF8')) then
+    if sha256(convert_to(split_part(ctx, '.', 3), 'UTF8'))
+       <> sha256(convert_to(encode(sha256(s.k_outer || sha256(s.k_inner || convert_to(claimed || '.' || mode, 'UTF8'))), 'hex'), 'UTF8')) then
       raise exception 'tenantry: tenant context signature is invalid' using errcode = '42501';
+    end if;
+    if required_mode is not null and mode <> required_mode then
+      return null;
     end if;
     tenant := claimed::uuid;
   end if;
@@ -106,6 +115,13 @@ begin
   return tenant;
 end
 $fn$;
+revoke all on function ${CONTEXT_SCHEMA}.tenant_for(text) from public;
+grant execute on function ${CONTEXT_SCHEMA}.tenant_for(text) to public;
+
+-- The current tenant, of any mode: the default of every tenant_id column, and the policies' check.
+create or replace function ${CONTEXT_SCHEMA}.current_tenant() returns uuid
+language sql stable
+as $fn$ select ${CONTEXT_SCHEMA}.tenant_for(null) $fn$;
 revoke all on function ${CONTEXT_SCHEMA}.current_tenant() from public;
 grant execute on function ${CONTEXT_SCHEMA}.current_tenant() to public;
 reset role;
@@ -126,6 +142,8 @@ export interface RlsTarget {
   schema: string;
   /** set for a schema-per-tenant schema: its policies also pin tenant_id to this tenant */
   pinnedTenant?: string;
+  /** set for the shared pooled schema: only a pooled tenant's context reaches its rows */
+  pooledOnly?: boolean;
   /** roles that get DML on the schema's tenant tables (runtime and the tenant's role or group) */
   grantees: string[];
 }
@@ -147,7 +165,9 @@ export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarg
   const s = ident(target.schema);
   const grantees = target.grantees.map(ident).join(', ');
   const grant = target.grantees.length > 0;
-  const base = `tenant_id = (select ${CONTEXT_SCHEMA}.current_tenant())`;
+  const base = target.pooledOnly
+    ? `tenant_id = (select ${CONTEXT_SCHEMA}.tenant_for('p'))`
+    : `tenant_id = (select ${CONTEXT_SCHEMA}.current_tenant())`;
   const pinned = target.pinnedTenant ? `${base} and tenant_id = '${uuidLiteral(target.pinnedTenant)}'::uuid` : base;
   const stmts: string[] = grant ? [`grant usage on schema ${s} to ${grantees}`] : [];
   const tables: string[] = [];

@@ -41,7 +41,7 @@ const pooled: IsolationStrategy = {
   remove: async (core, t) => {
     await core.sharedAdmin.begin(async (tx) => {
       await tx.unsafe(`set local role ${ident(core.roles.owner)}`);
-      await tx`select set_config('tenantry.ctx', ${core.signer.sign(t.id)}, true)`;
+      await tx`select set_config('tenantry.ctx', ${core.signer.sign(t.id, 'pooled')}, true)`;
       await deleteTenantRows(tx as unknown as Sql, POOLED_SCHEMA);
     });
   },
@@ -61,7 +61,7 @@ const schema: IsolationStrategy = {
   },
   migrate: async (core, t) => {
     const r = await migrateTarget(core.sharedAdmin, {
-      schema: t.schema, owner: core.roles.owner, migrations: core.migrations, context: core.signer.sign(t.id),
+      schema: t.schema, owner: core.roles.owner, migrations: core.migrations, context: core.signer.sign(t.id, 'schema'),
       // a claimed pool schema has its tables already: grant them to the tenant and pin its policies
       reapplySecurity: true,
       // the schema's policies also pin tenant_id to this tenant: a row of another tenant written

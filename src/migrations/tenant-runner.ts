@@ -107,7 +107,7 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
   if (opts.reapplySecurity && !ids && (isolation === undefined || isolation === 'pooled')) {
     await migrateTarget(core.sharedAdmin, {
       schema: POOLED_SCHEMA, owner: core.roles.owner, migrations: core.migrations, lockTimeoutMs, reapplySecurity: true,
-      rls: { schema: POOLED_SCHEMA, grantees: [core.roles.runtime, core.roles.pooledGroup] },
+      rls: { schema: POOLED_SCHEMA, pooledOnly: true, grantees: [core.roles.runtime, core.roles.pooledGroup] },
     });
   }
   if (pending.length === 0) {
@@ -159,7 +159,7 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
 }
 
 async function migrateOneTenant(core: Core, t: TenantRow, lockTimeoutMs: number, reapplySecurity: boolean): Promise<void> {
-  const context = core.signer.sign(t.id);
+  const context = core.signer.sign(t.id, t.isolation);
   let version: number;
   if (t.isolation === 'schema') {
     version = (await migrateTarget(core.sharedAdmin, {

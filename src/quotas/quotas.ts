@@ -410,7 +410,7 @@ export class QuotaService {
     } else {
       bytes = await this.core.sharedAdmin.begin(async (tx) => {
         await tx.unsafe(`set local role ${ident(this.core.roles.owner)}`);
-        await tx`select set_config('tenantry.ctx', ${this.core.signer.sign(t.id)}, true)`;
+        await tx`select set_config('tenantry.ctx', ${this.core.signer.sign(t.id, 'pooled')}, true)`;
         const tables = await tx<{ relname: string }[]>`
           select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
           where n.nspname = ${POOLED_SCHEMA} and c.relkind in ('r', 'p') and c.relrowsecurity`;

@@ -81,10 +81,11 @@ export async function rolePassword(inst: TestInstallation, role: string): Promis
 }
 
 /** A signed context for a tenant, as the library would set it (to show what a *valid* one can and cannot do). */
-export async function signedContext(inst: TestInstallation, tenantId: string): Promise<string> {
+export async function signedContext(inst: TestInstallation, tenantId: string, isolation?: 'pooled' | 'schema' | 'database'): Promise<string> {
   const { ContextSigner } = await import('../../src/isolation/context.js');
   const [row] = await inst.su<{ secret: Buffer }[]>`select secret from tenantry_catalog.installation`;
-  return new ContextSigner(row!.secret).sign(tenantId);
+  const [t] = await inst.su<{ isolation: 'pooled' | 'schema' | 'database' }[]>`select isolation from tenantry_catalog.tenants where id = ${tenantId}`;
+  return new ContextSigner(row!.secret).sign(tenantId, isolation ?? t?.isolation ?? 'pooled');
 }
 
 /** A connection as a Tenantry role (tenant role or runtime) to a database. */
