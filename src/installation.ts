@@ -81,6 +81,9 @@ export async function ensureRoles(lock: Sql, inst: InstallationRecord, roles: In
   }
   await grantSelf(lock, roles.owner);
   await grantSelf(lock, roles.runtime);
+  // defaults SQL run as the runtime role may have planted on itself (ALTER ROLE CURRENT_USER SET ...)
+  const { resetRoleDefaults } = await import('./tenantry.js');
+  await resetRoleDefaults(lock, roles.runtime);
 }
 
 /** Makes the configured user a member of `role` (with its privileges), unless it already is. */

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { resolveOptions, type TenantryOptions, type ResolvedOptions } from './config.js';
 import { silentLogger, type Logger } from './logger.js';
 import { TenantryError } from './errors.js';
-import { connect, PoolBudget } from './db/connections.js';
+import { connect, PoolBudget, PINNED_SESSION } from './db/connections.js';
 import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { migrateCatalog, catalogVersions } from './catalog/catalog-migrations.js';
 import { ContextSigner } from './isolation/context.js';
@@ -13,6 +13,7 @@ import {
   hardenCatalogDatabase, databaseExists,
 } from './installation.js';
 import type { Core } from './core.js';
+import { ident, literal } from './identifiers.js';
 import { TenantCache } from './tenants/cache.js';
 import { TenantService } from './tenants/tenants.js';
 import { repairInstallation, type RepairReport } from './provisioning/repair.js';
@@ -60,6 +61,38 @@ function asTransaction(conn: ReservedSql): TransactionSql {
     }
   };
   return tx;
+}
+
+/**
+ * Any role may change its own password, and SQL run as the runtime role or a tenant role could do so.
+ * When Tenantry's own login is refused, it restores the derived password (and clears planted role
+ * defaults) as the privileged user and tries once more, instead of locking every tenant out.
+ */
+async function healOnAuthFailure<T>(core: Core, role: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if ((err as { code?: string }).code !== '28P01') throw err;
+    core.logger.warn({ role }, 'login refused: restoring the role\'s password and clearing its defaults');
+    await restoreRole(core, role);
+    return run();
+  }
+}
+
+/** Sets a Tenantry login role's derived password again and removes every default set on it. */
+export async function restoreRole(core: Core, role: string): Promise<void> {
+  await core.admin.unsafe(`alter role ${ident(role)} password ${literal(core.signer.roleVerifier(role))}`);
+  await resetRoleDefaults(core.admin, role);
+}
+
+/** Removes every ALTER ROLE ... SET default of a role, in every database. */
+export async function resetRoleDefaults(sql: Sql, role: string): Promise<void> {
+  const rows = await sql<{ datname: string | null }[]>`
+    select d.datname from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
+    left join pg_database d on d.oid = s.setdatabase where r.rolname = ${role}`;
+  for (const { datname } of rows) {
+    await sql.unsafe(datname ? `alter role ${ident(role)} in database ${ident(datname)} reset all` : `alter role ${ident(role)} reset all`);
+  }
 }
 
 /** The database the embedded server keeps the catalog in. */
@@ -205,7 +238,10 @@ export class Tenantry {
         // could DEALLOCATE one and PREPARE its own under the same name, and the next tenant's query on
         // that connection would run it with that tenant's context
         prepare: false,
-      }), fn),
+        // session parameters that role defaults planted by injected SQL cannot override (a planted
+        // statement_timeout would also fail the driver's type lookup at connect time)
+        connection: { ...PINNED_SESSION, application_name: 'tenantry-runtime' },
+      }), (sql) => healOnAuthFailure(core, roles.runtime, () => fn(sql))),
     };
     core.schemaPool = new SchemaPool(core, opts.schemaPoolSize);
     core.schemaPool.refill();
@@ -296,7 +332,8 @@ export class Tenantry {
       database, username: role, password, max: size, idle_timeout: this.core.opts.idleTimeoutSeconds,
       // unnamed statements only: the SQL sent on these connections may DEALLOCATE, and the reset below does
       prepare: false,
-    }), (sql) => sql.begin(opts.readOnly ? 'read only' : 'read write', async (tx) => {
+      connection: { ...PINNED_SESSION, application_name: 'tenantry-tenant' },
+    }), (sql) => healOnAuthFailure(this.core, role, () => sql.begin(opts.readOnly ? 'read only' : 'read write', async (tx) => {
       await tx`select set_config('search_path', ${`"${schema}"`}, true), set_config('statement_timeout', ${String(timeout)}, true)`;
       const result = await fn(tx);
       // Session-level state the SQL in fn left (SET ROLE to a group, SET row_security, set_config(..., false),
@@ -304,7 +341,7 @@ export class Tenantry {
       // this pooled connection. (A statement that fails rolls its own SETs back with the transaction.)
       await tx.unsafe(`reset role; ${RESET_SESSION}`);
       return result;
-    }) as Promise<T>);
+    }) as Promise<T>));
   }
 
   /**

@@ -4,6 +4,26 @@ import type { Logger } from '../logger.js';
 
 export type PgOptions = Options<Record<string, postgres.PostgresType>>;
 
+/**
+ * Startup parameters for connections whose session user runs SQL Tenantry does not control (the
+ * runtime role, tenant roles). Any role may ALTER ROLE itself SET defaults; parameters sent at startup
+ * take precedence over those, so a default planted by injected SQL cannot slow, break or change the
+ * meaning of every later session.
+ */
+export const PINNED_SESSION: Record<string, string | number | boolean> & { default_transaction_isolation: 'read committed' } = {
+  statement_timeout: 0,
+  lock_timeout: 0,
+  idle_in_transaction_session_timeout: 0,
+  default_transaction_read_only: false,
+  default_transaction_isolation: 'read committed',
+  row_security: 'on',
+  transform_null_equals: 'off',
+  standard_conforming_strings: 'on',
+  bytea_output: 'hex',
+  search_path: 'pg_catalog',
+  client_min_messages: 'notice',
+};
+
 /** Connection settings shared by every pool: the server of DATABASE_URL, another user or database. */
 export function connect(url: string, overrides: PgOptions = {}): Sql {
   return postgres(url, {
