@@ -44,6 +44,17 @@ export async function runDoctor(core: Core): Promise<DoctorReport> {
     else pass('runtime-role', `${roles.runtime} is NOSUPERUSER NOBYPASSRLS and a member of no role.`);
   }
 
+  // 1b. no role defaults on Tenantry's login roles: SQL run as them may plant some (ALTER ROLE CURRENT_USER SET)
+  const planted = await admin<{ rolname: string; datname: string | null; setconfig: string[] }[]>`
+    select r.rolname, d.datname, s.setconfig from pg_db_role_setting s
+    join pg_roles r on r.oid = s.setrole left join pg_database d on d.oid = s.setdatabase
+    where r.rolname = ${roles.runtime} or left(r.rolname, ${core.namespace.length + 3}) = ${core.namespace + '_t_'}`;
+  if (planted.length) {
+    for (const p of planted) fail('role-defaults', `Role ${p.rolname} has defaults${p.datname ? ` in database ${p.datname}` : ''}: ${p.setconfig.join(', ')} (Tenantry's sessions pin these at startup, but they should not be there).`, `ALTER ROLE ${ident(p.rolname)}${p.datname ? ` IN DATABASE ${ident(p.datname)}` : ''} RESET ALL;`);
+  } else {
+    pass('role-defaults', 'No ALTER ROLE ... SET defaults on the runtime role or any tenant role.');
+  }
+
   // 2. CONNECT and TEMPORARY not granted to PUBLIC on any data database
   const openDbs = await admin<{ datname: string }[]>`
     select datname from pg_database d
