@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import type { Static } from '@sinclair/typebox';
+import { SECRET_NOT_REPLAYED } from '../src/idempotency/idempotency.js';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
 import { buildServer, tenantView } from '../src/server/app.js';
 import * as S from '../src/server/schemas.js';
@@ -852,6 +853,23 @@ test('bad input on every route with a body or a query: problem+json with a code,
   }
 });
 
+test('null removes an override (it is not coerced to 0 or false)', async () => {
+  const set = await call('PUT', `/v1/tenants/${T.id}/quotas`, { token: ADMIN, body: { max_users: 7 } });
+  assert.deepEqual(set.body.max_users, { limit: 7, source: 'override' });
+  const removed = await call('PUT', `/v1/tenants/${T.id}/quotas`, { token: ADMIN, body: { max_users: null } });
+  assert.equal(removed.status, 200, removed.text);
+  assert.equal(removed.body.max_users.source, 'tier');
+  assert.equal(removed.body.max_users.limit, 1000, 'the enterprise tier\'s limit, not 0');
+  assert.equal((await inst.su`select 1 from tenantry_catalog.quota_overrides where tenant_id = ${T.id} and quota = 'max_users'`).length, 0);
+
+  const off = await call('PUT', `/v1/tenants/${T.id}/features/sso`, { token: ADMIN, body: { enabled: false } });
+  assert.deepEqual(off.body.find((f: Json) => f.feature === 'sso'), { feature: 'sso', enabled: false, source: 'override' });
+  const back = await call('PUT', `/v1/tenants/${T.id}/features/sso`, { token: ADMIN, body: { enabled: null } });
+  assert.equal(back.status, 200, back.text);
+  assert.deepEqual(back.body.find((f: Json) => f.feature === 'sso'), { feature: 'sso', enabled: true, source: 'tier' });
+  assert.equal((await inst.su`select 1 from tenantry_catalog.feature_overrides where tenant_id = ${T.id} and feature = 'sso'`).length, 0);
+});
+
 test('activate and restore refuse the wrong state (409) and change nothing', async () => {
   await resetTarget();
   for (const action of ['activate', 'restore']) {
@@ -872,7 +890,11 @@ test('Idempotency-Key: a replay answers the stored response, marked, and does no
   const replay = await call('POST', '/v1/tenants', { token: ADMIN, body: create, headers: { 'idempotency-key': 'create-1' } });
   assert.equal(replay.status, 201);
   assert.equal(replay.headers['idempotent-replayed'], 'true');
-  assert.deepEqual(replay.body, first.body);
+  // the replay is the first response without its secret: a new API key is shown once and stored nowhere
+  assert.deepEqual(replay.body, { ...first.body, apiKey: SECRET_NOT_REPLAYED });
+  const [{ stored }] = await inst.su<{ stored: number }[]>`
+    select count(*)::int as stored from tenantry_catalog.http_idempotency where response::text like ${'%' + String(first.body.apiKey) + '%'}` as unknown as [{ stored: number }];
+  assert.equal(stored, 0, 'the API key is stored in plaintext for replays');
   const [{ n }] = await inst.su<{ n: number }[]>`select count(*)::int as n from tenantry_catalog.tenants where slug = 'idem-created'` as unknown as [{ n: number }];
   assert.equal(n, 1);
   const [{ audits }] = await inst.su<{ audits: number }[]>`select count(*)::int as audits from tenantry_catalog.audit_log where tenant_id = ${first.body.id} and action = 'tenant.created'` as unknown as [{ audits: number }];

@@ -2,6 +2,18 @@ import { createHash } from 'node:crypto';
 import type { Sql } from 'postgres';
 import { TenantryError } from '../errors.js';
 
+export const SECRET_NOT_REPLAYED = '[shown once: not stored for replays]';
+const SECRET_FIELDS = new Set(['key', 'apiKey', 'token', 'secret', 'password']);
+
+function withoutSecrets(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutSecrets);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([k, v]) =>
+      [k, SECRET_FIELDS.has(k) && typeof v === 'string' ? SECRET_NOT_REPLAYED : withoutSecrets(v)]));
+  }
+  return value;
+}
+
 export type IdempotencyClaim =
   | { state: 'new' }
   | { state: 'replay'; status: number; response: unknown }
@@ -46,9 +58,14 @@ export class IdempotencyStore {
     return { state: 'replay', status: row.status, response: row.response };
   }
 
+  /**
+   * Stores the response for replays, without its secrets: a new API key or invitation token is shown
+   * once and kept nowhere in plaintext, so a replay returns the rest of the response with the secret
+   * replaced by a marker (rotate the key if the first response was lost).
+   */
   async complete(principal: string, key: string, status: number, response: unknown): Promise<void> {
     await this.sql`
-      update tenantry_catalog.http_idempotency set status = ${status}, response = ${this.sql.json((response ?? null) as never)}
+      update tenantry_catalog.http_idempotency set status = ${status}, response = ${this.sql.json((withoutSecrets(response) ?? null) as never)}
       where principal = ${principal} and idempotency_key = ${key}`;
   }
 
