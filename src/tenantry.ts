@@ -95,6 +95,12 @@ export async function resetRoleDefaults(sql: Sql, role: string): Promise<void> {
   }
 }
 
+/** A postgres.js query not yet awaited (or a list of them): it has execute() and is thenable. */
+function isQueryBatch(out: unknown): out is { execute(): unknown } | { execute(): unknown }[] {
+  const isQuery = (q: unknown): boolean => !!q && typeof q === 'object' && typeof (q as { execute?: unknown }).execute === 'function' && typeof (q as { then?: unknown }).then === 'function';
+  return Array.isArray(out) ? out.length > 0 && out.every(isQuery) : isQuery(out);
+}
+
 /** The database the embedded server keeps the catalog in. */
 const EMBEDDED_CATALOG_DB = 'tenantry';
 
@@ -295,11 +301,26 @@ export class Tenantry {
         for (const q of setup) q.catch(() => undefined);
         let result: T;
         try {
-          result = await fn(asTransaction(conn));
-          await Promise.all(setup);
-          // Commit, then clear any session-level state the SQL in fn may have left (set_config(..., false),
-          // SET, PREPARE, cursors WITH HOLD, LISTEN, advisory locks): one round trip.
-          await conn.unsafe(`commit; ${RESET_SESSION}`);
+          const out = fn(asTransaction(conn)) as unknown;
+          if (isQueryBatch(out)) {
+            // fn handed back its statements without awaiting them (sql => sql`...`, or an array of
+            // those): send COMMIT and the session reset behind them at once, so the whole transaction
+            // is one round trip. A failed statement aborts the transaction, and COMMIT then rolls back.
+            const queries = Array.isArray(out) ? out : [out];
+            for (const q of queries) q.execute();
+            const end = conn.unsafe(`commit; ${RESET_SESSION}`).execute();
+            end.catch(() => undefined);
+            const results = await Promise.all(queries);
+            await Promise.all(setup);
+            await end;
+            result = (Array.isArray(out) ? results : results[0]) as T;
+          } else {
+            result = await (out as Promise<T>);
+            await Promise.all(setup);
+            // Commit, then clear any session-level state the SQL in fn may have left (set_config(..., false),
+            // SET, PREPARE, cursors WITH HOLD, LISTEN, advisory locks): one round trip.
+            await conn.unsafe(`commit; ${RESET_SESSION}`);
+          }
         } catch (err) {
           // fn may have ended the transaction early (COMMIT inside its SQL text) and set session state
           // after it: end whatever transaction is open, then clear the session outside of any.
@@ -405,8 +426,9 @@ export class Tenantry {
     if (typeof text !== 'string' || text.trim() === '') throw new TenantryError('INVALID_INPUT', 'query() needs SQL text.');
     if (!Array.isArray(params)) throw new TenantryError('INVALID_INPUT', 'query() params must be an array.');
     if (!QUERY_MODES.includes(mode)) throw new TenantryError('INVALID_INPUT', `query() mode must be one of ${QUERY_MODES.join(', ')}, got ${JSON.stringify(mode)}.`);
-    return this.withTenant(idOrSlug, async (sql) => {
-      const rows = await sql.unsafe(text, params as never[]);
+    // the statement is handed back unawaited, so BEGIN, context, statement and COMMIT share one round trip
+    const rows = await this.withTenant(idOrSlug, (sql) => sql.unsafe(text, params as never[]) as unknown as Promise<Record<string, unknown>[] & { count: number }>);
+    {
       switch (mode) {
         case 'all': return [...rows] as R[];
         case 'one': return (rows[0] as R | undefined) ?? null;
@@ -416,7 +438,7 @@ export class Tenantry {
         }
         case 'execute': return rows.count;
       }
-    });
+    }
   }
 
   /**
@@ -459,9 +481,9 @@ export class Tenantry {
   }
 
   /** Checks the live installation against the isolation invariants; each failure says how to fix it. */
-  doctor(): Promise<DoctorReport> {
+  doctor(opts: Parameters<typeof runDoctor>[1] = {}): Promise<DoctorReport> {
     this.assertOpen();
-    return runDoctor(this.core);
+    return runDoctor(this.core, opts);
   }
 
   /** Whether the catalog is reachable and at this code's version (for readiness probes). */

@@ -352,7 +352,15 @@ export function buildCli(): Command {
   program.command('doctor').description('Check the installation against the isolation invariants (exit 5 on any failure)')
     .addHelpText('after', '\nExamples:\n  tenantry doctor\n  tenantry doctor --json')
     .action(async () => {
-      const r = await withTenantry((tn) => tn.doctor());
+      const r = await withTenantry(async (tn) => {
+        // one database per database-mode tenant is visited: show progress when there are many
+        const progress = startProgress(flags().json === true);
+        try {
+          return await tn.doctor({ onProgress: progress.update });
+        } finally {
+          progress.stop();
+        }
+      });
       print(flags(), r, () => r.checks.map((c) => `${c.ok ? 'ok  ' : 'FAIL'}  ${c.check}: ${c.message}${c.fix ? `\n      fix: ${c.fix}` : ''}`).join('\n'));
       if (!r.ok) process.exitCode = EXIT.CHECK_FAILED;
     });

@@ -24,7 +24,7 @@ export interface DoctorReport {
  * Checks a live installation against the isolation invariants. Every failure names the object and
  * says what to run to fix it.
  */
-export async function runDoctor(core: Core): Promise<DoctorReport> {
+export async function runDoctor(core: Core, opts: { onProgress?: (p: { done: number; total: number; tenant: { id: string; slug: string } }) => void } = {}): Promise<DoctorReport> {
   const checks: DoctorCheck[] = [];
   const fail = (check: string, message: string, fix: string): void => { checks.push({ check, ok: false, message, fix }); };
   const pass = (check: string, message: string): void => { checks.push({ check, ok: true, message }); };
@@ -95,13 +95,15 @@ export async function runDoctor(core: Core): Promise<DoctorReport> {
 
   // 4. row-level security on every tenant table, no CREATE on public, in every data database
   await checkDataDatabase(core.sharedAdmin, core.sharedDatabase, [POOLED_SCHEMA, ...tenants.filter((t) => t.isolation === 'schema').map((t) => t.schema_name)], roles.runtime, checks);
-  for (const t of tenants.filter((x) => x.isolation === 'database' && x.db_ok)) {
+  const databaseTenants = tenants.filter((x) => x.isolation === 'database' && x.db_ok);
+  for (const [i, t] of databaseTenants.entries()) {
     const db = core.adminTo(t.database_name, 1);
     try {
       await checkDataDatabase(db, t.database_name, [DATABASE_MODE_SCHEMA], roles.runtime, checks);
     } finally {
       await db.end({ timeout: 5 });
     }
+    opts.onProgress?.({ done: i + 1, total: databaseTenants.length, tenant: { id: t.id, slug: t.slug } });
   }
   return { ok: checks.every((c) => c.ok), checks };
 }

@@ -154,11 +154,16 @@ export interface RlsTarget {
  * both with USING and WITH CHECK. With no context current_tenant() is NULL, so no row qualifies
  * (fail closed). Tables without tenant_id get no grants at all (and doctor reports them).
  */
-export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarget): Promise<{ tables: string[]; withoutTenantId: string[] }> {
-  const rows = await tx<{ relname: string; has_tenant: boolean }[]>`
+export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarget, opts: { all?: boolean } = {}): Promise<{ tables: string[]; withoutTenantId: string[] }> {
+  // Tables already treated (RLS enabled and forced, both policies present) are left alone unless `all`:
+  // re-creating every policy of every tenant on each migration would take ACCESS EXCLUSIVE locks and
+  // most of the run's time. A migration that drops a policy or disables RLS makes its table untreated.
+  const rows = await tx<{ relname: string; has_tenant: boolean; treated: boolean }[]>`
     select c.relname,
            exists (select 1 from pg_attribute a
-                   where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped) as has_tenant
+                   where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped) as has_tenant,
+           c.relrowsecurity and c.relforcerowsecurity
+             and (select count(*) from pg_policy p where p.polrelid = c.oid and p.polname in ('tenantry_access', 'tenantry_isolation')) = 2 as treated
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = ${target.schema} and c.relkind in ('r', 'p')
     order by c.relname`;
@@ -169,7 +174,7 @@ export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarg
     ? `tenant_id = (select ${CONTEXT_SCHEMA}.tenant_for('p'))`
     : `tenant_id = (select ${CONTEXT_SCHEMA}.current_tenant())`;
   const pinned = target.pinnedTenant ? `${base} and tenant_id = '${uuidLiteral(target.pinnedTenant)}'::uuid` : base;
-  const stmts: string[] = grant ? [`grant usage on schema ${s} to ${grantees}`] : [];
+  const stmts: string[] = [];
   const tables: string[] = [];
   const withoutTenantId: string[] = [];
   for (const r of rows) {
@@ -178,6 +183,7 @@ export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarg
       continue;
     }
     tables.push(r.relname);
+    if (r.treated && !opts.all) continue;
     const t = `${s}.${ident(r.relname)}`;
     stmts.push(
       `alter table ${t} enable row level security`,
@@ -189,6 +195,8 @@ export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarg
     );
     if (grant) stmts.push(`grant select, insert, update, delete on ${t} to ${grantees}`);
   }
+  if (stmts.length === 0) return { tables, withoutTenantId };
+  if (grant) stmts.unshift(`grant usage on schema ${s} to ${grantees}`);
   if (grant) stmts.push(`grant usage, select on all sequences in schema ${s} to ${grantees}`);
   await tx.unsafe(stmts.join(';\n'));
   return { tables, withoutTenantId };
@@ -233,7 +241,7 @@ export async function migrateTarget(sql: Sql, opts: MigrateTargetOptions): Promi
       }
       await tx`insert into tenantry.migrations (schema_name, version, name, checksum) values (${opts.schema}, ${m.version}, ${m.name}, ${m.checksum})`;
     }
-    await applyRowSecurity(tx, opts.rls);
+    await applyRowSecurity(tx, opts.rls, { all: Boolean(opts.reapplySecurity) });
     return { version, applied: pending.length };
   });
 }

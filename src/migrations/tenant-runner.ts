@@ -122,6 +122,8 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
       const [got] = await lock<{ ok: boolean }[]>`select pg_try_advisory_lock(${MIGRATE_LOCK_KEY}) as ok`;
       if (!got?.ok) throw new TenantryError('MIGRATION_IN_PROGRESS', 'Another tenant migration run is in progress; wait for it (or pass wait: true / --wait).');
     }
+    // the shared database's schema tenants get a pool as wide as the run (the admin pool is small)
+    const shared = core.adminTo(core.sharedDatabase, Math.min(concurrency, pending.length));
     try {
       let next = 0;
       let done = 0;
@@ -131,7 +133,7 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
           if (!t) return;
           let error: string | undefined;
           try {
-            await migrateOneTenant(core, t, lockTimeoutMs, Boolean(opts.reapplySecurity));
+            await migrateOneTenant(core, shared, t, lockTimeoutMs, Boolean(opts.reapplySecurity));
             report.migrated++;
           } catch (err) {
             error = err instanceof Error ? err.message : String(err);
@@ -149,6 +151,7 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
       };
       await Promise.all(Array.from({ length: Math.min(concurrency, pending.length) }, worker));
     } finally {
+      await shared.end({ timeout: 5 }).catch(() => undefined);
       await lock`select pg_advisory_unlock(${MIGRATE_LOCK_KEY})`.catch(() => undefined);
     }
   } finally {
@@ -158,11 +161,11 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
   return report;
 }
 
-async function migrateOneTenant(core: Core, t: TenantRow, lockTimeoutMs: number, reapplySecurity: boolean): Promise<void> {
+async function migrateOneTenant(core: Core, shared: Sql, t: TenantRow, lockTimeoutMs: number, reapplySecurity: boolean): Promise<void> {
   const context = core.signer.sign(t.id, t.isolation);
   let version: number;
   if (t.isolation === 'schema') {
-    version = (await migrateTarget(core.sharedAdmin, {
+    version = (await migrateTarget(shared, {
       schema: t.schema_name, owner: core.roles.owner, migrations: core.migrations, context, lockTimeoutMs, reapplySecurity,
       rls: { schema: t.schema_name, pinnedTenant: t.id, grantees: [core.roles.runtime, t.role_name] },
     })).version;

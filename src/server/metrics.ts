@@ -29,12 +29,13 @@ export function createMetrics(tenantry: Tenantry, opts: { tenantLabels: boolean 
     },
   });
   new Gauge({
-    name: 'tenantry_pool_connections', help: 'Tenant connection pools: budget, reserved for open pools, leased now', labelNames: ['state'], registers: [registry],
+    name: 'tenantry_pool_connections', help: 'Tenant connection pools: budget, reserved for open pools, leased now, idle (reserved, not leased), callers waiting', labelNames: ['state'], registers: [registry],
     collect() {
       const s = tenantry.poolStats();
       this.set({ state: 'budget' }, s.budget);
       this.set({ state: 'reserved' }, s.reserved);
       this.set({ state: 'leased' }, s.leased);
+      this.set({ state: 'idle' }, Math.max(0, s.reserved - s.leased));
       this.set({ state: 'waiting' }, s.waiting);
     },
   });
