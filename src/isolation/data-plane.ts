@@ -1,5 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres';
-import { ident } from '../identifiers.js';
+import { ident, literal } from '../identifiers.js';
 import { TenantryError } from '../errors.js';
 import type { MigrationFile } from '../migrations/files.js';
 
@@ -231,20 +231,31 @@ export async function migrateTarget(sql: Sql, opts: MigrateTargetOptions): Promi
     // a target a newer folder already took further stays there: the version reached never goes backwards
     const version = Math.max(opts.migrations.length ? opts.migrations[opts.migrations.length - 1]!.version : 0, highest);
     if (pending.length === 0 && applied > 0 && !opts.reapplySecurity) return { version, applied: 0 };
-    await tx.unsafe(`set local role ${ident(opts.owner)}; set local search_path = ${ident(opts.schema)}`);
-    if (opts.context) await tx`select set_config('tenantry.ctx', ${opts.context}, true)`;
+    // one round trip for the session setup (the context is a hex MAC and a uuid, quoted all the same)
+    await tx.unsafe(`set local role ${ident(opts.owner)}; set local search_path = ${ident(opts.schema)}${opts.context ? `; select set_config('tenantry.ctx', ${literal(opts.context)}, true)` : ''}`);
     for (const m of pending) {
       try {
         await tx.unsafe(m.sql);
       } catch (err) {
         throw new TenantryError('MIGRATION_FAILED', `Tenant migration ${m.name} failed in schema ${opts.schema}: ${(err as Error).message}`, { migration: m.name, schema: opts.schema }, { cause: err });
       }
-      await tx`insert into tenantry.migrations (schema_name, version, name, checksum) values (${opts.schema}, ${m.version}, ${m.name}, ${m.checksum})`;
     }
-    await applyRowSecurity(tx, opts.rls, { all: Boolean(opts.reapplySecurity) });
+    if (pending.length) {
+      await tx`insert into tenantry.migrations ${tx(pending.map((m) => ({ schema_name: opts.schema, version: m.version, name: m.name, checksum: m.checksum })))}`;
+    }
+    // Listing a schema's tables scans pg_class (it has no index by schema), which with thousands of
+    // tenant schemas costs more than a small migration itself. Files that cannot create a table or touch
+    // row-level security skip it; anything missed that way has no grants at all (fail closed) and
+    // doctor reports it.
+    if (applied === 0 || opts.reapplySecurity || pending.some((m) => MAY_CHANGE_TABLES.test(m.sql))) {
+      await applyRowSecurity(tx, opts.rls, { all: Boolean(opts.reapplySecurity) });
+    }
     return { version, applied: pending.length };
   });
 }
+
+/** SQL that may create a table or change its row-level security (then the new state is re-checked). */
+const MAY_CHANGE_TABLES = /\bcreate\b[^;]*\btable\b|\binto\b|\brow\s+level\s+security\b|\bpolicy\b|\bpartition\b|\binherit|\bexecute\b|\bdo\b/i;
 
 export async function planTarget(tx: TransactionSql | Sql, schema: string, migrations: MigrationFile[]): Promise<{ applied: number; pending: MigrationFile[]; highest: number }> {
   const rows = await tx<{ version: number; name: string; checksum: string }[]>`

@@ -65,7 +65,8 @@ export async function defaultConcurrency(sql: Sql): Promise<number> {
   const [r] = await sql<{ max: number; used: number }[]>`
     select current_setting('max_connections')::int as max, (select count(*)::int from pg_stat_activity) as used`;
   const free = Math.max(2, (r?.max ?? 100) - (r?.used ?? 0) - 10);
-  return Math.max(1, Math.min(32, Math.floor(free / 4), os.cpus().length * 4));
+  // DDL is CPU-bound on the server: beyond about two per core, more at once only queue on locks
+  return Math.max(1, Math.min(32, Math.floor(free / 4), os.cpus().length * 2));
 }
 
 /**
