@@ -17,15 +17,6 @@ export interface RoleNames {
   databaseGroup: string;
 }
 
-export function roleNames(namespace: string): RoleNames {
-  return {
-    owner: `${namespace}_owner`,
-    runtime: `${namespace}_runtime`,
-    pooledGroup: `${namespace}_pooled`,
-    databaseGroup: `${namespace}_dbtenant`,
-  };
-}
-
 /**
  * The context schema of a data database: the key table only its owner can read and the SECURITY
  * DEFINER function the policies call. Runs as the privileged user, objects owned by the owner role.
