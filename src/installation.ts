@@ -82,7 +82,6 @@ export async function ensureRoles(lock: Sql, inst: InstallationRecord, roles: In
   await grantSelf(lock, roles.owner);
   await grantSelf(lock, roles.runtime);
   // defaults SQL run as the runtime role may have planted on itself (ALTER ROLE CURRENT_USER SET ...)
-  const { resetRoleDefaults } = await import('./tenantry.js');
   await resetRoleDefaults(lock, roles.runtime);
 }
 
@@ -196,5 +195,15 @@ export async function hardenCatalogDatabase(lock: Sql, logger: Logger): Promise<
     await lock.unsafe(`revoke connect, temporary on database ${ident(db.name)} from public`);
   } else {
     logger.warn({ database: db?.name }, 'CONNECT on the catalog database stays granted to PUBLIC (not owned by the configured user, or the shared maintenance database); doctor reports it');
+  }
+}
+
+/** Removes every ALTER ROLE ... SET default of a role, in every database. */
+export async function resetRoleDefaults(sql: Sql, role: string): Promise<void> {
+  const rows = await sql<{ datname: string | null }[]>`
+    select d.datname from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
+    left join pg_database d on d.oid = s.setdatabase where r.rolname = ${role}`;
+  for (const { datname } of rows) {
+    await sql.unsafe(datname ? `alter role ${ident(role)} in database ${ident(datname)} reset all` : `alter role ${ident(role)} reset all`);
   }
 }

@@ -10,7 +10,7 @@ import { ContextSigner } from './isolation/context.js';
 import { loadMigrationFiles } from './migrations/files.js';
 import {
   loadOrCreateInstallation, installationRoles, ensureRoles, ensureSharedDatabase, ensureTemplateDatabase,
-  hardenCatalogDatabase, databaseExists,
+  hardenCatalogDatabase, databaseExists, resetRoleDefaults,
 } from './installation.js';
 import type { Core } from './core.js';
 import { ident, literal } from './identifiers.js';
@@ -83,16 +83,6 @@ async function healOnAuthFailure<T>(core: Core, role: string, run: () => Promise
 export async function restoreRole(core: Core, role: string): Promise<void> {
   await core.admin.unsafe(`alter role ${ident(role)} password ${literal(core.signer.roleVerifier(role))}`);
   await resetRoleDefaults(core.admin, role);
-}
-
-/** Removes every ALTER ROLE ... SET default of a role, in every database. */
-export async function resetRoleDefaults(sql: Sql, role: string): Promise<void> {
-  const rows = await sql<{ datname: string | null }[]>`
-    select d.datname from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
-    left join pg_database d on d.oid = s.setdatabase where r.rolname = ${role}`;
-  for (const { datname } of rows) {
-    await sql.unsafe(datname ? `alter role ${ident(role)} in database ${ident(datname)} reset all` : `alter role ${ident(role)} reset all`);
-  }
 }
 
 /** A postgres.js query not yet awaited (or a list of them): it has execute() and is thenable. */
