@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { isTenantryError, type ErrorCode, type Tenant } from '../src/index.js';
+import { type Tenant } from '../src/index.js';
 import { ApiKeyService, parseApiKey, type CreatedApiKey } from '../src/keys/api-keys.js';
 import type { Core } from '../src/core.js';
 import type { TenantService } from '../src/tenants/tenants.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 /**
  * Invariant 8: API key secrets are shown once and stored as hashes; lookup is by key id. Plus the key
@@ -17,13 +18,6 @@ let inst: TestInstallation;
 before(async () => { inst = await freshInstallation(); });
 after(async () => { await inst?.cleanup(); });
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 let seq = 0;
 async function tenant(tier = 'starter'): Promise<Tenant & { apiKey?: CreatedApiKey }> {

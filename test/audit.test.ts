@@ -2,8 +2,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import postgres, { type Sql } from 'postgres';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { isTenantryError, type ErrorCode, type Tenant } from '../src/index.js';
+import { type Tenant } from '../src/index.js';
 import { appendAudit } from '../src/audit/audit.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 /**
  * Invariant 9: the audit log is append-only (refused in the database, by privilege and by trigger)
@@ -22,13 +23,6 @@ after(async () => {
   await inst?.cleanup();
 });
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 let seq = 0;
 async function tenant(tier = 'starter'): Promise<Tenant> {

@@ -4,7 +4,8 @@ import { readdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import postgres, { type Sql } from 'postgres';
 import { freshInstallation, SUPERUSER_URL, type TestInstallation } from './helpers/installation.js';
-import { Tenantry, isTenantryError, type ErrorCode, type Tenant, type DoctorCheck } from '../src/index.js';
+import { Tenantry, isTenantryError, type Tenant, type DoctorCheck } from '../src/index.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 let inst: TestInstallation;
 /** superuser connection to the shared data database (pooled schema and schema tenants) */
@@ -52,13 +53,6 @@ after(async () => {
   await inst?.cleanup();
 });
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 async function expectHealthy(tenantry: Tenantry = inst.tenantry): Promise<void> {
   const report = await tenantry.doctor();

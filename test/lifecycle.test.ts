@@ -1,19 +1,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { isTenantryError, type ErrorCode } from '../src/index.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 let inst: TestInstallation;
 before(async () => { inst = await freshInstallation(); });
 after(async () => { await inst?.cleanup(); });
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 for (const isolation of ['pooled', 'schema', 'database'] as const) {
   test(`${isolation}: every lifecycle transition, with audit entries`, async () => {

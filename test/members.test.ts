@@ -2,7 +2,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { isTenantryError, type ErrorCode, type Tenant } from '../src/index.js';
+import { isTenantryError, type Tenant } from '../src/index.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 /**
  * Users, memberships and roles, invitations, the last-owner rule (also under concurrency), max_users,
@@ -13,13 +14,6 @@ let inst: TestInstallation;
 before(async () => { inst = await freshInstallation(); });
 after(async () => { await inst?.cleanup(); });
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 let seq = 0;
 async function tenant(tier = 'starter'): Promise<Tenant> {

@@ -8,10 +8,11 @@ import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
 import { freshInstallation, SUPERUSER_URL, type TestInstallation } from './helpers/installation.js';
 import {
-  Tenantry, TenantryError, isTenantryError,
-  type CreateTenantInput, type ErrorCode, type Isolation, type ProvisionStep, type Tenant,
+  Tenantry, isTenantryError,
+  type CreateTenantInput, type Isolation, type ProvisionStep, type Tenant,
 } from '../src/index.js';
 import { EXAMPLE_TENANT_MIGRATIONS_DIR } from '../src/config.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 /**
  * Invariant 6: provisioning is all-or-nothing. A failure at any step removes every earlier step and
@@ -52,17 +53,6 @@ function create(input: CreateTenantInput, inject?: Injection): Promise<Tenant> {
   return inject ? injection.run(inject, () => inst.tenantry.tenants.create(input)) : inst.tenantry.tenants.create(input);
 }
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode, check?: (err: TenantryError) => void): Promise<TenantryError> {
-  let caught: TenantryError | undefined;
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    check?.(err);
-    caught = err;
-    return true;
-  });
-  return caught!;
-}
 
 /** The names Tenantry derives from a tenant id (identifiers.ts), recomputed here independently. */
 function namesOf(id: string): { role: string; schema: string; database: string } {

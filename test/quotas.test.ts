@@ -2,7 +2,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { isTenantryError, TIERS, type ErrorCode, type Isolation, type Tenant } from '../src/index.js';
+import { isTenantryError, TIERS, type Isolation, type Tenant } from '../src/index.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 /**
  * Tiers and quotas, the three metered kinds (counts, windowed rates, leases), idempotent debits,
@@ -14,13 +15,6 @@ let inst: TestInstallation;
 before(async () => { inst = await freshInstallation(); });
 after(async () => { await inst?.cleanup(); });
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 /** Concurrency tests fail rather than hang when a change makes them deadlock (e.g. on the pool). */
 const CONCURRENT = { timeout: 60_000 };

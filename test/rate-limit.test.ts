@@ -5,10 +5,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import postgres, { type Sql } from 'postgres';
 import { Redis } from 'ioredis';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { isTenantryError, type ErrorCode } from '../src/index.js';
 import { RateLimiter, type RateLimit } from '../src/ratelimit/limiter.js';
 import { PostgresRateLimitStore } from '../src/ratelimit/postgres-store.js';
 import { RedisRateLimitStore } from '../src/ratelimit/redis-store.js';
+import { rejectsWith } from './helpers/assertions.js';
 
 /**
  * The rate limiter (GCRA with burst) behind one seam with two stores. Both stores run the same
@@ -64,13 +64,6 @@ after(async () => {
   await inst?.cleanup();
 });
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 let keySeq = 0;
 const newKey = (what: string): string => `${what}:${process.pid}:${++keySeq}`;

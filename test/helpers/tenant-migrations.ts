@@ -2,14 +2,13 @@
  * Helpers for the tenant migration tests: temp migration folders, superuser connections to the data
  * databases, and what a tenant's own database says about its schema (the truth the catalog caches).
  */
-import assert from 'node:assert/strict';
 import { mkdtempSync, copyFileSync, writeFileSync, readdirSync, rmSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
 import { SUPERUSER_URL, type TestInstallation } from './installation.js';
-import { Tenantry, isTenantryError, type ErrorCode, type Tenant } from '../../src/index.js';
+import { Tenantry, type Tenant } from '../../src/index.js';
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const EXAMPLE_0001 = path.join(REPO_ROOT, 'migrations', 'tenant-example', '0001_agent_platform.sql');
@@ -57,14 +56,7 @@ export async function withSu<T>(inst: TestInstallation, database: string, fn: (s
   }
 }
 
-export async function rejectsWith(p: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(isTenantryError(err), `expected a TenantryError ${code}, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (message) assert.match(err.message, message);
-    return true;
-  });
-}
+export { rejectsWith } from './assertions.js';
 
 /** Opens another Tenantry instance on the same installation with another migrations folder. */
 export function openWith(inst: TestInstallation, dir: string): Promise<Tenantry> {
