@@ -182,11 +182,7 @@ export class QuotaService {
         // the limit is read on this transaction's own connection: asking the pool for another one
         // while holding this one deadlocks once every pooled connection is a replay waiting here
         const [lim] = await tx<{ limit_value: string }[]>`
-          select coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value
-          from tenantry_catalog.tenants t
-          join tenantry_catalog.tiers ti on ti.name = t.tier
-          left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
-          where t.id = ${tenant.id}`;
+          select tenantry_catalog.quota_limit(${tenant.id}, ${def.quota}) as limit_value`;
         return { metric, used: Number(prior!.used_after), limit: Number(lim!.limit_value), replayed: true };
       }
       const r = await this.debit(tx, tenant, metric, n);
@@ -215,11 +211,7 @@ export class QuotaService {
     for (let attempt = 0; attempt < 2; attempt++) {
       const rows = await sql<{ used: string; limit_value: string }[]>`
         with lim as (
-          select coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value
-          from tenantry_catalog.tenants t
-          join tenantry_catalog.tiers ti on ti.name = t.tier
-          left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
-          where t.id = ${tenant.id}
+          select tenantry_catalog.quota_limit(${tenant.id}, ${def.quota}) as limit_value
         ), w as (
           select case when ${unit}::text is null then null else date_trunc(${unit ?? 'day'}, now()) end as ws
         ), upd as (
@@ -247,12 +239,9 @@ export class QuotaService {
         on conflict do nothing`;
     }
     const [cur] = await sql<{ used: string; limit_value: string; current: boolean }[]>`
-      select c.used, coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value,
+      select c.used, tenantry_catalog.quota_limit(c.tenant_id, ${def.quota}) as limit_value,
              (${unit}::text is null or c.window_start = date_trunc(${unit ?? 'day'}, now())) as current
       from tenantry_catalog.usage_counters c
-      join tenantry_catalog.tenants t on t.id = c.tenant_id
-      join tenantry_catalog.tiers ti on ti.name = t.tier
-      left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
       where c.tenant_id = ${tenant.id} and c.metric = ${metric}`;
     const used = cur?.current ? Number(cur.used) : 0;
     this.core.events.emit('quotaRejected', { metric, tenantId: tenant.id });
@@ -274,11 +263,8 @@ export class QuotaService {
     return this.core.admin.begin(async (tx) => {
       await tx`insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${tenant.id}, ${metric}, 0) on conflict do nothing`;
       const [lim] = await tx<{ limit_value: string }[]>`
-        select coalesce(o.limit_value, (ti.quotas ->> ${def.quota})::bigint) as limit_value
+        select tenantry_catalog.quota_limit(c.tenant_id, ${def.quota}) as limit_value
         from tenantry_catalog.usage_counters c
-        join tenantry_catalog.tenants t on t.id = c.tenant_id
-        join tenantry_catalog.tiers ti on ti.name = t.tier
-        left join tenantry_catalog.quota_overrides o on o.tenant_id = t.id and o.quota = ${def.quota}
         where c.tenant_id = ${tenant.id} and c.metric = ${metric}
         for update of c`;
       await tx`delete from tenantry_catalog.usage_leases where tenant_id = ${tenant.id} and metric = ${metric} and expires_at <= clock_timestamp()`;
