@@ -161,9 +161,7 @@ export class Tenantry {
   /** Recomputes a tenant's audit hash chain and names the first broken entry, if any. */
   async verifyAudit(idOrSlug: string): Promise<AuditVerification> {
     this.assertOpen();
-    const id = (await this.tenants.find(idOrSlug))?.id ?? (/^[0-9a-f-]{36}$/.test(idOrSlug) ? idOrSlug : undefined);
-    if (!id) throw new TenantryError('TENANT_NOT_FOUND', `No tenant with id or slug ${JSON.stringify(idOrSlug)}.`);
-    return verifyAuditChain(this.core.admin, id);
+    return verifyAuditChain(this.core.admin, await this.auditTenantId(idOrSlug));
   }
 
   /**
@@ -456,9 +454,14 @@ export class Tenantry {
     const limit = opts.limit ?? 50;
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TenantryError('INVALID_INPUT', 'limit must be an integer from 1 to 1000.');
     if (opts.before !== undefined && !/^[0-9]{1,19}$/.test(opts.before)) throw new TenantryError('INVALID_INPUT', 'before must be an audit entry id.');
+    return listAudit(this.core.admin, await this.auditTenantId(idOrSlug), { limit, ...(opts.before ? { before: opts.before } : {}) });
+  }
+
+  /** The tenant whose audit trail is asked for: a live tenant by id or slug, or a hard-deleted one by id. */
+  private async auditTenantId(idOrSlug: string): Promise<string> {
     const id = (await this.tenants.find(idOrSlug))?.id ?? (/^[0-9a-f-]{36}$/.test(idOrSlug) ? idOrSlug : undefined);
     if (!id) throw new TenantryError('TENANT_NOT_FOUND', `No tenant with id or slug ${JSON.stringify(idOrSlug)}.`);
-    return listAudit(this.core.admin, id, { limit, ...(opts.before ? { before: opts.before } : {}) });
+    return id;
   }
 
   /**

@@ -115,7 +115,7 @@ export class MemberService {
       await tx`delete from tenantry_catalog.memberships where tenant_id = ${t.id} and user_id = ${uid}`;
       // keys tied to the member stop working with the membership
       await tx`update tenantry_catalog.api_keys set revoked_at = coalesce(revoked_at, now()) where tenant_id = ${t.id} and member_user_id = ${uid}`;
-      await tx`update tenantry_catalog.usage_counters set used = greatest(used - 1, 0), updated_at = now() where tenant_id = ${t.id} and metric = 'users'`;
+      await this.quotas.credit(tx, t.id, 'users', 1);
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'member.removed', target: `user:${uid}`, requestId: who.requestId, details: { email: before.email, role: before.role } });
     }).finally(() => this.onMembersChanged(t.id));
   }

@@ -197,10 +197,15 @@ export class QuotaService {
     if (METRICS[metric].kind !== 'count') throw new TenantryError('INVALID_INPUT', `Only count metrics go down; ${metric} is ${METRICS[metric].kind}.`);
     const n = validateAmount(amount);
     const t = await this.tenants.get(idOrSlug);
-    const [r] = await this.core.admin<{ used: string }[]>`
+    return { metric, used: await this.credit(this.core.admin, t.id, metric, n) };
+  }
+
+  /** The credit statement, shared with members (a removed member frees a max_users slot). */
+  async credit(sql: Sql | TransactionSql, tenantId: string, metric: MetricName, n: number): Promise<number> {
+    const [r] = await sql<{ used: string }[]>`
       update tenantry_catalog.usage_counters set used = greatest(used - ${n}, 0), updated_at = now()
-      where tenant_id = ${t.id} and metric = ${metric} returning used`;
-    return { metric, used: Number(r?.used ?? 0) };
+      where tenant_id = ${tenantId} and metric = ${metric} returning used`;
+    return Number(r?.used ?? 0);
   }
 
   /** The debit statement, shared with members (max_users) so both paths enforce the same way. */
