@@ -4,7 +4,7 @@ import { TenantryError } from './errors.js';
 import { ident, literal } from './identifiers.js';
 import type { ContextSigner } from './isolation/context.js';
 import {
-  contextSchemaSql, hardenDatabaseSql, migrateTarget, POOLED_SCHEMA, DATABASE_MODE_SCHEMA,
+  contextSchemaSql, hardenDatabaseSql, migrateTarget, POOLED_SCHEMA, DATABASE_MODE_SCHEMA, type RlsTarget,
 } from './isolation/data-plane.js';
 import type { InstallationRoles } from './core.js';
 import type { MigrationFile } from './migrations/files.js';
@@ -101,10 +101,26 @@ export async function databaseExists(sql: Sql, name: string): Promise<boolean> {
  * The shared data database holds the pooled tables (schema `pooled`) and every schema tenant's schema.
  * It is separate from the catalog database so that no tenant role ever needs CONNECT on the catalog.
  */
-export async function ensureSharedDatabase(opts: {
+export interface DataDatabaseOptions {
   lock: Sql; adminTo: (db: string, max?: number) => Sql; name: string; namespace: string; roles: InstallationRoles;
   signer: ContextSigner; migrations: MigrationFile[]; logger: Logger;
-}): Promise<void> {
+}
+
+/**
+ * What every data database gets (the context schema, `schema` owned by the owner role, no CREATE on
+ * public), then the tenant migrations applied to `schema`; returns the version reached.
+ */
+async function prepareDataDatabase(db: Sql, opts: DataDatabaseOptions, rls: RlsTarget): Promise<number> {
+  await db.begin(async (tx) => {
+    await tx.unsafe(contextSchemaSql(opts.namespace, opts.roles, opts.signer.paddedKeys()));
+    await tx.unsafe(`create schema if not exists ${ident(rls.schema)} authorization ${ident(opts.roles.owner)}`);
+    await hardenPublicSchema(tx as unknown as Sql, opts.logger, opts.name);
+  });
+  const { version } = await migrateTarget(db, { schema: rls.schema, owner: opts.roles.owner, migrations: opts.migrations, rls });
+  return version;
+}
+
+export async function ensureSharedDatabase(opts: DataDatabaseOptions): Promise<void> {
   const { lock, name, roles } = opts;
   if (!(await databaseExists(lock, name))) {
     await lock.unsafe(`create database ${ident(name)}`);
@@ -114,15 +130,7 @@ export async function ensureSharedDatabase(opts: {
     grant connect on database ${ident(name)} to ${ident(roles.pooledGroup)}, ${ident(roles.schemaGroup)};`);
   const db = opts.adminTo(name, 1);
   try {
-    await db.begin(async (tx) => {
-      await tx.unsafe(contextSchemaSql(opts.namespace, roles, opts.signer.paddedKeys()));
-      await tx.unsafe(`create schema if not exists ${POOLED_SCHEMA} authorization ${ident(roles.owner)}`);
-      await hardenPublicSchema(tx as unknown as Sql, opts.logger, name);
-    });
-    const { version } = await migrateTarget(db, {
-      schema: POOLED_SCHEMA, owner: roles.owner, migrations: opts.migrations,
-      rls: { schema: POOLED_SCHEMA, pooledOnly: true, grantees: [roles.runtime, roles.pooledGroup] },
-    });
+    const version = await prepareDataDatabase(db, opts, { schema: POOLED_SCHEMA, pooledOnly: true, grantees: [roles.runtime, roles.pooledGroup] });
     // pooled tenants' rows live in these tables: their catalog version follows them (never backwards)
     await lock`update tenantry_catalog.tenants set schema_version = ${version} where isolation = 'pooled' and schema_version < ${version}`;
   } finally {
@@ -151,10 +159,7 @@ export function migrationsDigest(migrations: MigrationFile[]): string {
  * session can sit in it (CREATE DATABASE ... TEMPLATE refuses a template with connections) and no
  * tenant can ever connect to it; it is opened briefly only to migrate it.
  */
-export async function ensureTemplateDatabase(opts: {
-  lock: Sql; adminTo: (db: string, max?: number) => Sql; name: string; namespace: string; roles: InstallationRoles;
-  signer: ContextSigner; migrations: MigrationFile[]; logger: Logger;
-}): Promise<void> {
+export async function ensureTemplateDatabase(opts: DataDatabaseOptions): Promise<void> {
   const { lock, name, roles } = opts;
   const digest = migrationsDigest(opts.migrations);
   const exists = await databaseExists(lock, name);
@@ -167,15 +172,7 @@ export async function ensureTemplateDatabase(opts: {
   await lock.unsafe(`alter database ${ident(name)} allow_connections true; ${hardenDatabaseSql(name, roles.runtime)}`);
   const db = opts.adminTo(name, 1);
   try {
-    await db.begin(async (tx) => {
-      await tx.unsafe(contextSchemaSql(opts.namespace, roles, opts.signer.paddedKeys()));
-      await tx.unsafe(`create schema if not exists ${DATABASE_MODE_SCHEMA} authorization ${ident(roles.owner)}`);
-      await hardenPublicSchema(tx as unknown as Sql, opts.logger, name);
-    });
-    await migrateTarget(db, {
-      schema: DATABASE_MODE_SCHEMA, owner: roles.owner, migrations: opts.migrations,
-      rls: { schema: DATABASE_MODE_SCHEMA, grantees: [roles.runtime, roles.databaseGroup] },
-    });
+    await prepareDataDatabase(db, opts, { schema: DATABASE_MODE_SCHEMA, grantees: [roles.runtime, roles.databaseGroup] });
   } finally {
     await db.end({ timeout: 5 });
     await lock.unsafe(`alter database ${ident(name)} allow_connections false`);
