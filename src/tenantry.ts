@@ -118,6 +118,8 @@ export class Tenantry {
     this.tenants = new TenantService(core);
     this.operatorKey = new OperatorKey(core.admin, core.opts.adminKey);
     this.idempotency = new IdempotencyStore(core.admin);
+    // a changed tenant (a tier change, here or in another process) drops its cached rate limit too
+    core.cache.onInvalidate((id) => (id ? this.rateLimits.delete(id) : this.rateLimits.clear()));
     this.quotas = new QuotaService(core, this.tenants, (tenantId) => {
       if (!tenantId) return this.rateLimits.clear();
       this.rateLimits.delete(tenantId);
@@ -241,7 +243,7 @@ export class Tenantry {
     core.schemaPool.refill();
     const t = new Tenantry(core, embedded);
     // other processes announce tenant changes; drop our cached copy at once
-    const sub = await admin.listen('tenantry_tenant_changed', (id) => { core.cache.invalidate(id); t.rateLimits.delete(id); }, () => core.cache.clear());
+    const sub = await admin.listen('tenantry_tenant_changed', (id) => core.cache.invalidate(id), () => core.cache.clear());
     const keySub = await admin.listen('tenantry_key_changed', (tenantId) => t.keys.invalidate(tenantId), () => t.keys.invalidate());
     t.unlisten = async () => { await sub.unlisten(); await keySub.unlisten(); };
     logger.info({ namespace: opts.namespace }, 'tenantry ready');

@@ -7,6 +7,7 @@ import type { Tenant } from './model.js';
 export class TenantCache {
   private readonly byId = new Map<string, { tenant: Tenant; at: number }>();
   private readonly idBySlug = new Map<string, string>();
+  private readonly listeners: ((id: string | undefined) => void)[] = [];
 
   constructor(private readonly ttlMs: number) {}
 
@@ -27,14 +28,21 @@ export class TenantCache {
     this.idBySlug.set(tenant.slug, tenant.id);
   }
 
+  /** Also told when a tenant changes (undefined: every tenant), for caches derived from tenants. */
+  onInvalidate(listener: (id: string | undefined) => void): void {
+    this.listeners.push(listener);
+  }
+
   invalidate(id: string): void {
     const hit = this.byId.get(id);
     this.byId.delete(id);
     if (hit) this.idBySlug.delete(hit.tenant.slug);
+    for (const l of this.listeners) l(id);
   }
 
   clear(): void {
     this.byId.clear();
     this.idBySlug.clear();
+    for (const l of this.listeners) l(undefined);
   }
 }
