@@ -1,9 +1,10 @@
-import type { ReservedSql, Sql, TransactionSql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import { Redis } from 'ioredis';
 import { resolveOptions, type TenantryOptions, type ResolvedOptions } from './config.js';
 import { silentLogger, type Logger } from './logger.js';
 import { TenantryError } from './errors.js';
-import { connect, PoolBudget, PINNED_SESSION } from './db/connections.js';
+import { connect, PoolBudget } from './db/connections.js';
+import { runInTenant, runAsTenantRole, runtimePool, healOnAuthFailure } from './isolation/tenant-transaction.js';
 import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { migrateCatalog, catalogVersions } from './catalog/catalog-migrations.js';
 import { ContextSigner } from './isolation/context.js';
@@ -36,60 +37,6 @@ import { SchemaPool } from './provisioning/schema-pool.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
-
-/** DISCARD ALL, which cannot run inside a transaction block, less what the runtime role cannot create (temporary objects). */
-const RESET_SESSION = 'reset all; deallocate all; close all; unlisten *; select pg_advisory_unlock_all()';
-
-/**
- * A reserved connection inside an explicit transaction, shaped like postgres.js's TransactionSql:
- * savepoint(fn) runs fn in a savepoint, rolled back to if fn throws.
- */
-function asTransaction(conn: ReservedSql): TransactionSql {
-  let n = 0;
-  const tx = conn as unknown as TransactionSql & { savepoint: unknown };
-  tx.savepoint = async (nameOrFn: unknown, maybeFn?: unknown): Promise<unknown> => {
-    const fn = (typeof nameOrFn === 'function' ? nameOrFn : maybeFn) as (sql: TransactionSql) => unknown;
-    const name = `tenantry_sp_${++n}`;
-    await conn.unsafe(`savepoint ${name}`);
-    try {
-      const result = await fn(tx);
-      await conn.unsafe(`release savepoint ${name}`);
-      return result;
-    } catch (err) {
-      await conn.unsafe(`rollback to savepoint ${name}`);
-      throw err;
-    }
-  };
-  return tx;
-}
-
-/**
- * Any role may change its own password, and SQL run as the runtime role or a tenant role could do so.
- * When Tenantry's own login is refused, it restores the derived password (and clears planted role
- * defaults) as the privileged user and tries once more, instead of locking every tenant out.
- */
-async function healOnAuthFailure<T>(core: Core, role: string, run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (err) {
-    if ((err as { code?: string }).code !== '28P01') throw err;
-    core.logger.warn({ role }, 'login refused: restoring the role\'s password and clearing its defaults');
-    await restoreRole(core, role);
-    return run();
-  }
-}
-
-/** Sets a Tenantry login role's derived password again and removes every default set on it. */
-export async function restoreRole(core: Core, role: string): Promise<void> {
-  await core.admin.unsafe(`alter role ${ident(role)} password ${literal(core.signer.roleVerifier(role))}`);
-  await resetRoleDefaults(core.admin, role);
-}
-
-/** A postgres.js query not yet awaited (or a list of them): it has execute() and is thenable. */
-function isQueryBatch(out: unknown): out is { execute(): unknown } | { execute(): unknown }[] {
-  const isQuery = (q: unknown): boolean => !!q && typeof q === 'object' && typeof (q as { execute?: unknown }).execute === 'function' && typeof (q as { then?: unknown }).then === 'function';
-  return Array.isArray(out) ? out.length > 0 && out.every(isQuery) : isQuery(out);
-}
 
 /** The database the embedded server keeps the catalog in. */
 const EMBEDDED_CATALOG_DB = 'tenantry';
@@ -227,17 +174,8 @@ export class Tenantry {
       events: new TenantryEventEmitter(),
       schemaPool: undefined as unknown as SchemaPool,
       adminTo,
-      runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => connect(url, {
-        database, username: roles.runtime, password: runtimePassword,
-        max: opts.poolSize, idle_timeout: opts.idleTimeoutSeconds,
-        // no named prepared statements on connections that every tenant shares: SQL run for one tenant
-        // could DEALLOCATE one and PREPARE its own under the same name, and the next tenant's query on
-        // that connection would run it with that tenant's context
-        prepare: false,
-        // session parameters that role defaults planted by injected SQL cannot override (a planted
-        // statement_timeout would also fail the driver's type lookup at connect time)
-        connection: { ...PINNED_SESSION, application_name: 'tenantry-runtime' },
-      }), (sql) => healOnAuthFailure(core, roles.runtime, () => fn(sql))),
+      runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => runtimePool(core, url, database, roles.runtime, runtimePassword),
+        (sql) => healOnAuthFailure(core, roles.runtime, () => fn(sql))),
     };
     core.schemaPool = new SchemaPool(core, opts.schemaPoolSize);
     core.schemaPool.refill();
@@ -275,53 +213,7 @@ export class Tenantry {
   async withTenant<T>(idOrSlug: string, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
     this.assertOpen();
     if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenant(idOrSlug, fn) needs a function.');
-    const tenant = await this.tenants.resolveForWork(idOrSlug);
-    const context = this.core.signer.sign(tenant.id, tenant.isolation);
-    const searchPath = `"${tenant.placement.schema}"`;
-    return this.core.runtimeOn(tenant.placement.database, async (pool) => {
-      const conn = await pool.reserve();
-      try {
-        // BEGIN and the signed context go out without waiting for their replies: fn's first statement
-        // follows them on the same connection in the same round trip (postgres.js pipelines), and fails
-        // with them if they fail.
-        const setup = [
-          conn`begin`.execute(),
-          conn`select set_config('tenantry.ctx', ${context}, true), set_config('search_path', ${searchPath}, true)`.execute(),
-        ];
-        for (const q of setup) q.catch(() => undefined);
-        let result: T;
-        try {
-          const out = fn(asTransaction(conn)) as unknown;
-          if (isQueryBatch(out)) {
-            // fn handed back its statements without awaiting them (sql => sql`...`, or an array of
-            // those): send COMMIT and the session reset behind them at once, so the whole transaction
-            // is one round trip. A failed statement aborts the transaction, and COMMIT then rolls back.
-            const queries = Array.isArray(out) ? out : [out];
-            for (const q of queries) q.execute();
-            const end = conn.unsafe(`commit; ${RESET_SESSION}`).execute();
-            end.catch(() => undefined);
-            const results = await Promise.all(queries);
-            await Promise.all(setup);
-            await end;
-            result = (Array.isArray(out) ? results : results[0]) as T;
-          } else {
-            result = await (out as Promise<T>);
-            await Promise.all(setup);
-            // Commit, then clear any session-level state the SQL in fn may have left (set_config(..., false),
-            // SET, PREPARE, cursors WITH HOLD, LISTEN, advisory locks): one round trip.
-            await conn.unsafe(`commit; ${RESET_SESSION}`);
-          }
-        } catch (err) {
-          // fn may have ended the transaction early (COMMIT inside its SQL text) and set session state
-          // after it: end whatever transaction is open, then clear the session outside of any.
-          await conn.unsafe(`rollback; ${RESET_SESSION}`).catch(() => undefined);
-          throw err;
-        }
-        return result;
-      } finally {
-        conn.release();
-      }
-    });
+    return runInTenant(this.core, await this.tenants.resolveForWork(idOrSlug), fn);
   }
 
   /**
@@ -335,24 +227,7 @@ export class Tenantry {
     if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenantRole(idOrSlug, fn) needs a function.');
     const timeout = opts.statementTimeoutMs ?? 0;
     if (!Number.isInteger(timeout) || timeout < 0) throw new TenantryError('INVALID_INPUT', 'statementTimeoutMs must be a non-negative integer.');
-    const tenant = await this.tenants.resolveForWork(idOrSlug);
-    const { database, role, schema } = tenant.placement;
-    const password = this.core.signer.rolePassword(role);
-    const size = Math.min(2, this.core.opts.poolSize);
-    return this.core.pools.use(`${database}|${role}`, size, () => connect(this.core.url, {
-      database, username: role, password, max: size, idle_timeout: this.core.opts.idleTimeoutSeconds,
-      // unnamed statements only: the SQL sent on these connections may DEALLOCATE, and the reset below does
-      prepare: false,
-      connection: { ...PINNED_SESSION, application_name: 'tenantry-tenant' },
-    }), (sql) => healOnAuthFailure(this.core, role, () => sql.begin(opts.readOnly ? 'read only' : 'read write', async (tx) => {
-      await tx`select set_config('search_path', ${`"${schema}"`}, true), set_config('statement_timeout', ${String(timeout)}, true)`;
-      const result = await fn(tx);
-      // Session-level state the SQL in fn left (SET ROLE to a group, SET row_security, set_config(..., false),
-      // PREPARE, cursors WITH HOLD, LISTEN, advisory locks) must not carry to the tenant's next request on
-      // this pooled connection. (A statement that fails rolls its own SETs back with the transaction.)
-      await tx.unsafe(`reset role; ${RESET_SESSION}`);
-      return result;
-    }) as Promise<T>));
+    return runAsTenantRole(this.core, await this.tenants.resolveForWork(idOrSlug), fn, opts);
   }
 
   /**

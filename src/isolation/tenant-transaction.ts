@@ -1,0 +1,171 @@
+import type { ReservedSql, Sql, TransactionSql } from 'postgres';
+import type { Core } from '../core.js';
+import { connect, PINNED_SESSION } from '../db/connections.js';
+import { ident, literal } from '../identifiers.js';
+import { resetRoleDefaults } from '../installation.js';
+import type { TenantPlacement } from './modes.js';
+
+/**
+ * The tenant-scoped transaction: reserve a pooled connection, set the signed context, run the caller's
+ * statements (pipelined when they are handed back unawaited), commit and reset the session so the
+ * connection carries nothing to its next user. The facade resolves the tenant and calls in here.
+ */
+
+/** DISCARD ALL, which cannot run inside a transaction block, less what the runtime role cannot create (temporary objects). */
+export const RESET_SESSION = 'reset all; deallocate all; close all; unlisten *; select pg_advisory_unlock_all()';
+
+/** The part of a resolved tenant the transaction needs. */
+export interface TransactionTenant {
+  id: string;
+  isolation: TenantPlacement['isolation'];
+  placement: Pick<TenantPlacement, 'database' | 'schema' | 'role'>;
+}
+
+export interface TenantRoleOptions {
+  readOnly?: boolean;
+  statementTimeoutMs?: number;
+}
+
+/**
+ * A reserved connection inside an explicit transaction, shaped like postgres.js's TransactionSql:
+ * savepoint(fn) runs fn in a savepoint, rolled back to if fn throws.
+ */
+function asTransaction(conn: ReservedSql): TransactionSql {
+  let n = 0;
+  const tx = conn as unknown as TransactionSql & { savepoint: unknown };
+  tx.savepoint = async (nameOrFn: unknown, maybeFn?: unknown): Promise<unknown> => {
+    const fn = (typeof nameOrFn === 'function' ? nameOrFn : maybeFn) as (sql: TransactionSql) => unknown;
+    const name = `tenantry_sp_${++n}`;
+    await conn.unsafe(`savepoint ${name}`);
+    try {
+      const result = await fn(tx);
+      await conn.unsafe(`release savepoint ${name}`);
+      return result;
+    } catch (err) {
+      await conn.unsafe(`rollback to savepoint ${name}`);
+      throw err;
+    }
+  };
+  return tx;
+}
+
+/**
+ * Any role may change its own password, and SQL run as the runtime role or a tenant role could do so.
+ * When Tenantry's own login is refused, it restores the derived password (and clears planted role
+ * defaults) as the privileged user and tries once more, instead of locking every tenant out.
+ */
+export async function healOnAuthFailure<T>(core: Core, role: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if ((err as { code?: string }).code !== '28P01') throw err;
+    core.logger.warn({ role }, 'login refused: restoring the role\'s password and clearing its defaults');
+    await restoreRole(core, role);
+    return run();
+  }
+}
+
+/** Sets a Tenantry login role's derived password again and removes every default set on it. */
+export async function restoreRole(core: Core, role: string): Promise<void> {
+  await core.admin.unsafe(`alter role ${ident(role)} password ${literal(core.signer.roleVerifier(role))}`);
+  await resetRoleDefaults(core.admin, role);
+}
+
+/** A postgres.js query not yet awaited (or a list of them): it has execute() and is thenable. */
+function isQueryBatch(out: unknown): out is { execute(): unknown } | { execute(): unknown }[] {
+  const isQuery = (q: unknown): boolean => !!q && typeof q === 'object' && typeof (q as { execute?: unknown }).execute === 'function' && typeof (q as { then?: unknown }).then === 'function';
+  return Array.isArray(out) ? out.length > 0 && out.every(isQuery) : isQuery(out);
+}
+
+/** The runtime role's pool on one data database (created inside the connection budget by core.runtimeOn). */
+export function runtimePool(core: Pick<Core, 'opts'>, url: string, database: string, username: string, password: string): Sql {
+  return connect(url, {
+    database, username, password,
+    max: core.opts.poolSize, idle_timeout: core.opts.idleTimeoutSeconds,
+    // no named prepared statements on connections that every tenant shares: SQL run for one tenant
+    // could DEALLOCATE one and PREPARE its own under the same name, and the next tenant's query on
+    // that connection would run it with that tenant's context
+    prepare: false,
+    // session parameters that role defaults planted by injected SQL cannot override (a planted
+    // statement_timeout would also fail the driver's type lookup at connect time)
+    connection: { ...PINNED_SESSION, application_name: 'tenantry-runtime' },
+  });
+}
+
+/**
+ * Runs `fn` in a transaction bound to one tenant on the runtime role's pool of the tenant's database.
+ * The context is signed and transaction-local, and the session is reset before the connection goes back.
+ */
+export async function runInTenant<T>(core: Core, tenant: TransactionTenant, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
+  const context = core.signer.sign(tenant.id, tenant.isolation);
+  const searchPath = `"${tenant.placement.schema}"`;
+  return core.runtimeOn(tenant.placement.database, async (pool) => {
+    const conn = await pool.reserve();
+    try {
+      // BEGIN and the signed context go out without waiting for their replies: fn's first statement
+      // follows them on the same connection in the same round trip (postgres.js pipelines), and fails
+      // with them if they fail.
+      const setup = [
+        conn`begin`.execute(),
+        conn`select set_config('tenantry.ctx', ${context}, true), set_config('search_path', ${searchPath}, true)`.execute(),
+      ];
+      for (const q of setup) q.catch(() => undefined);
+      let result: T;
+      try {
+        const out = fn(asTransaction(conn)) as unknown;
+        if (isQueryBatch(out)) {
+          // fn handed back its statements without awaiting them (sql => sql`...`, or an array of
+          // those): send COMMIT and the session reset behind them at once, so the whole transaction
+          // is one round trip. A failed statement aborts the transaction, and COMMIT then rolls back.
+          const queries = Array.isArray(out) ? out : [out];
+          for (const q of queries) q.execute();
+          const end = conn.unsafe(`commit; ${RESET_SESSION}`).execute();
+          end.catch(() => undefined);
+          const results = await Promise.all(queries);
+          await Promise.all(setup);
+          await end;
+          result = (Array.isArray(out) ? results : results[0]) as T;
+        } else {
+          result = await (out as Promise<T>);
+          await Promise.all(setup);
+          // Commit, then clear any session-level state the SQL in fn may have left (set_config(..., false),
+          // SET, PREPARE, cursors WITH HOLD, LISTEN, advisory locks): one round trip.
+          await conn.unsafe(`commit; ${RESET_SESSION}`);
+        }
+      } catch (err) {
+        // fn may have ended the transaction early (COMMIT inside its SQL text) and set session state
+        // after it: end whatever transaction is open, then clear the session outside of any.
+        await conn.unsafe(`rollback; ${RESET_SESSION}`).catch(() => undefined);
+        throw err;
+      }
+      return result;
+    } finally {
+      conn.release();
+    }
+  });
+}
+
+/**
+ * Runs `fn` on a connection whose *session* user is the tenant's own login role (untrusted SQL).
+ * Optionally read-only and with a statement timeout.
+ */
+export async function runAsTenantRole<T>(core: Core, tenant: TransactionTenant, fn: (sql: TransactionSql) => Promise<T>, opts: TenantRoleOptions = {}): Promise<T> {
+  const timeout = opts.statementTimeoutMs ?? 0;
+  const { database, role, schema } = tenant.placement;
+  const password = core.signer.rolePassword(role);
+  const size = Math.min(2, core.opts.poolSize);
+  return core.pools.use(`${database}|${role}`, size, () => connect(core.url, {
+    database, username: role, password, max: size, idle_timeout: core.opts.idleTimeoutSeconds,
+    // unnamed statements only: the SQL sent on these connections may DEALLOCATE, and the reset below does
+    prepare: false,
+    connection: { ...PINNED_SESSION, application_name: 'tenantry-tenant' },
+  }), (sql) => healOnAuthFailure(core, role, () => sql.begin(opts.readOnly ? 'read only' : 'read write', async (tx) => {
+    await tx`select set_config('search_path', ${`"${schema}"`}, true), set_config('statement_timeout', ${String(timeout)}, true)`;
+    const result = await fn(tx);
+    // Session-level state the SQL in fn left (SET ROLE to a group, SET row_security, set_config(..., false),
+    // PREPARE, cursors WITH HOLD, LISTEN, advisory locks) must not carry to the tenant's next request on
+    // this pooled connection. (A statement that fails rolls its own SETs back with the transaction.)
+    await tx.unsafe(`reset role; ${RESET_SESSION}`);
+    return result;
+  }) as Promise<T>));
+}
