@@ -18,6 +18,19 @@ export type ProvisionStep =
 export interface TenantryOptions {
   /** PostgreSQL URL of the catalog database. Default: env DATABASE_URL; when unset, an embedded PostgreSQL is started. */
   databaseUrl?: string;
+  /**
+   * PostgreSQL URL that reaches the server itself, not through a pooler (same user and catalog database
+   * as databaseUrl): used for DDL, template clones, LISTEN and advisory locks, which need a session.
+   * Default: env TENANTRY_DIRECT_URL; unset: databaseUrl.
+   */
+  directUrl?: string;
+  /**
+   * `transaction` when databaseUrl points at a transaction-mode pooler such as PgBouncer: no startup
+   * parameters beyond application_name (session settings are pinned per transaction instead), unnamed
+   * statements only. Default: env TENANTRY_POOLER; unset: `transaction` when directUrl is set and differs
+   * from databaseUrl, else `none`.
+   */
+  pooler?: 'none' | 'transaction';
   /** Folder for the embedded server's data. Default: env TENANTRY_DATA_DIR or `./.tenantry`. */
   dataDir?: string;
   /** Port of the embedded server. Default: env TENANTRY_EMBEDDED_PORT or 54329 (a free port is picked if taken). */
@@ -66,6 +79,8 @@ export interface TenantryOptions {
 
 export interface ResolvedOptions {
   databaseUrl: string | undefined;
+  directUrl: string | undefined;
+  pooler: 'none' | 'transaction';
   dataDir: string;
   embeddedPort: number;
   namespace: string;
@@ -115,6 +130,8 @@ export function serverOptions(env: NodeJS.ProcessEnv = process.env): ServerOptio
 export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOptions {
   const out: TenantryOptions = {};
   if (env.DATABASE_URL) out.databaseUrl = env.DATABASE_URL;
+  if (env.TENANTRY_DIRECT_URL) out.directUrl = env.TENANTRY_DIRECT_URL;
+  if (env.TENANTRY_POOLER) out.pooler = env.TENANTRY_POOLER as TenantryOptions['pooler'];
   if (env.TENANTRY_DATA_DIR) out.dataDir = env.TENANTRY_DATA_DIR;
   if (env.TENANTRY_EMBEDDED_PORT) out.embeddedPort = intFromEnv('TENANTRY_EMBEDDED_PORT', env.TENANTRY_EMBEDDED_PORT);
   if (env.TENANTRY_NAMESPACE) out.namespace = env.TENANTRY_NAMESPACE;
@@ -149,8 +166,17 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     throw new TenantryError('INVALID_CONFIG', `namespace (TENANTRY_NAMESPACE) must be 1-20 chars of [a-z0-9_] starting with a letter, got ${JSON.stringify(namespace)}.`);
   }
   const maxConnections = positiveInt('maxConnections (TENANTRY_MAX_CONNECTIONS)', merged.maxConnections ?? 40, 2, 10_000);
+  const pooler = merged.pooler ?? (merged.directUrl && merged.directUrl !== merged.databaseUrl ? 'transaction' : 'none');
+  if (pooler !== 'none' && pooler !== 'transaction') {
+    throw new TenantryError('INVALID_CONFIG', `pooler (TENANTRY_POOLER) must be none or transaction, got ${JSON.stringify(pooler)}.`);
+  }
+  if (merged.directUrl !== undefined && !merged.databaseUrl) {
+    throw new TenantryError('INVALID_CONFIG', 'directUrl (TENANTRY_DIRECT_URL) needs databaseUrl (DATABASE_URL) too: the embedded server has no pooler in front of it.');
+  }
   return {
     databaseUrl: merged.databaseUrl,
+    directUrl: merged.directUrl,
+    pooler,
     dataDir: path.resolve(merged.dataDir ?? '.tenantry'),
     embeddedPort: positiveInt('embeddedPort (TENANTRY_EMBEDDED_PORT)', merged.embeddedPort ?? 54329, 1, 65535),
     namespace,

@@ -136,8 +136,14 @@ export class Tenantry {
   }
 
   private static async openOn(url: string, opts: ResolvedOptions, logger: Logger, embedded: EmbeddedServer | undefined): Promise<Tenantry> {
-    const admin = connect(url, { max: 10 });
-    const adminTo = (database: string, max = 2): Sql => connect(url, { database, max, idle_timeout: 10 });
+    // Behind a transaction pooler every pool on databaseUrl uses unnamed statements (the next transaction
+    // may run on another server connection, where a named one does not exist); what needs a session of
+    // its own (advisory locks, LISTEN, template clones, DDL on other databases) goes to the direct URL.
+    const pooled = opts.pooler === 'transaction';
+    const directUrl = opts.directUrl ?? url;
+    const admin = connect(url, { max: 10, ...(pooled ? { prepare: false } : {}) });
+    const direct = pooled ? connect(directUrl, { max: 3, idle_timeout: 30 }) : admin;
+    const adminTo = (database: string, max = 2): Sql => connect(directUrl, { database, max, idle_timeout: 10 });
     const migrations = loadMigrationFiles(opts.tenantMigrations);
     const roles = installationRoles(opts.namespace);
     const sharedDatabase = `${opts.namespace}_shared`;
@@ -147,7 +153,7 @@ export class Tenantry {
     try {
       // before the catalog migrations, so a user that cannot finish leaves nothing half-written
       await assertPrivileges(admin);
-      await migrateCatalog(admin, logger, async (lock) => {
+      await migrateCatalog(direct, logger, async (lock) => {
         const inst = await loadOrCreateInstallation(lock, opts.namespace);
         installationId = inst.id;
         signer = new ContextSigner(inst.secret);
@@ -160,13 +166,13 @@ export class Tenantry {
         await ensureTemplateDatabase({ ...shared, name: templateDatabase });
       });
     } catch (err) {
-      await admin.end({ timeout: 5 });
+      await Promise.all([admin.end({ timeout: 5 }), direct.end({ timeout: 5 })]);
       throw err;
     }
     const runtimePassword = signer!.rolePassword(roles.runtime);
     const pools = new PoolBudget(opts.maxConnections, opts.idleTimeoutSeconds * 1000, logger);
     const core: Core = {
-      opts, logger, url, admin,
+      opts, logger, url, admin, direct, directUrl, pooled,
       sharedAdmin: adminTo(sharedDatabase, 4),
       installationId, namespace: opts.namespace, roles, sharedDatabase, templateDatabase,
       signer: signer!, migrations, pools,
@@ -180,9 +186,10 @@ export class Tenantry {
     core.schemaPool = new SchemaPool(core, opts.schemaPoolSize);
     core.schemaPool.refill();
     const t = new Tenantry(core, embedded);
-    // other processes announce tenant changes; drop our cached copy at once
-    const sub = await admin.listen('tenantry_tenant_changed', (id) => core.cache.invalidate(id), () => core.cache.clear());
-    const keySub = await admin.listen('tenantry_key_changed', (tenantId) => t.keys.invalidate(tenantId), () => t.keys.invalidate());
+    // other processes announce tenant changes; drop our cached copy at once (LISTEN needs a session:
+    // through a transaction pooler the notifications would go to whichever client held the server last)
+    const sub = await direct.listen('tenantry_tenant_changed', (id) => core.cache.invalidate(id), () => core.cache.clear());
+    const keySub = await direct.listen('tenantry_key_changed', (tenantId) => t.keys.invalidate(tenantId), () => t.keys.invalidate());
     t.unlisten = async () => { await sub.unlisten(); await keySub.unlisten(); };
     logger.info({ namespace: opts.namespace }, 'tenantry ready');
     return t;
@@ -393,7 +400,8 @@ export class Tenantry {
     await this.rateLimiter.close();
     await this.unlisten?.().catch(() => undefined);
     await this.core.pools.end();
-    await Promise.all([this.core.sharedAdmin.end({ timeout: 5 }), this.core.admin.end({ timeout: 5 })]);
+    await Promise.all([this.core.sharedAdmin.end({ timeout: 5 }), this.core.admin.end({ timeout: 5 }),
+      this.core.direct !== this.core.admin ? this.core.direct.end({ timeout: 5 }) : undefined]);
     await this.embedded?.stop();
   }
 

@@ -24,6 +24,23 @@ export const PINNED_SESSION: Record<string, string | number | boolean> & { defau
   client_min_messages: 'notice',
 };
 
+/**
+ * PINNED_SESSION for connections behind a transaction pooler, which refuses startup parameters (and
+ * with ignore_startup_parameters drops them) and hands each transaction whichever server connection is
+ * free, role defaults included. The transaction characteristics go on BEGIN; the rest are set
+ * transaction-local by the first statement, so a default planted by injected SQL is overridden in every
+ * transaction instead of once per session. (search_path is set there by each caller.)
+ */
+export function pinnedBegin(readOnly = false): string {
+  return `begin isolation level ${PINNED_SESSION.default_transaction_isolation} ${readOnly ? 'read only' : 'read write'}`;
+}
+
+/** `set_config(..., true)` for every pinned setting but the transaction characteristics and search_path, as select-list items. */
+export const PINNED_LOCAL = Object.entries(PINNED_SESSION)
+  .filter(([name]) => !name.startsWith('default_transaction_') && name !== 'search_path')
+  .map(([name, value]) => `set_config('${name}', '${typeof value === 'boolean' ? (value ? 'on' : 'off') : String(value)}', true)`)
+  .join(', ');
+
 /** Connection settings shared by every pool: the server of DATABASE_URL, another user or database. */
 export function connect(url: string, overrides: PgOptions = {}): Sql {
   return postgres(url, {

@@ -105,7 +105,8 @@ export const STRATEGIES: Record<Isolation, IsolationStrategy> = { pooled, schema
 async function cloneTemplate(core: Core, name: string): Promise<void> {
   for (let attempt = 0; ; attempt++) {
     try {
-      await core.admin.unsafe(`create database ${ident(name)} template ${ident(core.templateDatabase)}`);
+      // over the direct connection: a pooler in between could itself be what holds the template open
+      await core.direct.unsafe(`create database ${ident(name)} template ${ident(core.templateDatabase)}`);
       return;
     } catch (err) {
       const code = (err as { code?: string }).code;

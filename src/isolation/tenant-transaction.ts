@@ -1,6 +1,6 @@
 import type { ReservedSql, Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
-import { connect, PINNED_SESSION } from '../db/connections.js';
+import { connect, PINNED_SESSION, PINNED_LOCAL, pinnedBegin } from '../db/connections.js';
 import { ident, literal } from '../identifiers.js';
 import { resetRoleDefaults } from '../installation.js';
 import type { TenantPlacement } from './modes.js';
@@ -58,11 +58,17 @@ export async function healOnAuthFailure<T>(core: Core, role: string, run: () => 
   try {
     return await run();
   } catch (err) {
-    if ((err as { code?: string }).code !== '28P01') throw err;
+    if (!isLoginRefused(err)) throw err;
     core.logger.warn({ role }, 'login refused: restoring the role\'s password and clearing its defaults');
     await restoreRole(core, role);
     return run();
   }
+}
+
+/** A refused password: 28P01 from PostgreSQL, 08P01 with the same words from PgBouncer. */
+function isLoginRefused(err: unknown): boolean {
+  const { code, message } = err as { code?: string; message?: string };
+  return code === '28P01' || (code === '08P01' && /password authentication failed/.test(message ?? ''));
 }
 
 /** Sets a Tenantry login role's derived password again and removes every default set on it. */
@@ -78,7 +84,7 @@ function isQueryBatch(out: unknown): out is { execute(): unknown } | { execute()
 }
 
 /** The runtime role's pool on one data database (created inside the connection budget by core.runtimeOn). */
-export function runtimePool(core: Pick<Core, 'opts'>, url: string, database: string, username: string, password: string): Sql {
+export function runtimePool(core: Pick<Core, 'opts' | 'pooled'>, url: string, database: string, username: string, password: string): Sql {
   return connect(url, {
     database, username, password,
     max: core.opts.poolSize, idle_timeout: core.opts.idleTimeoutSeconds,
@@ -87,8 +93,9 @@ export function runtimePool(core: Pick<Core, 'opts'>, url: string, database: str
     // that connection would run it with that tenant's context
     prepare: false,
     // session parameters that role defaults planted by injected SQL cannot override (a planted
-    // statement_timeout would also fail the driver's type lookup at connect time)
-    connection: { ...PINNED_SESSION, application_name: 'tenantry-runtime' },
+    // statement_timeout would also fail the driver's type lookup at connect time); behind a pooler,
+    // which refuses them, they are pinned in every transaction instead
+    connection: { ...(core.pooled ? {} : PINNED_SESSION), application_name: 'tenantry-runtime' },
   });
 }
 
@@ -105,10 +112,15 @@ export async function runInTenant<T>(core: Core, tenant: TransactionTenant, fn: 
       // BEGIN and the signed context go out without waiting for their replies: fn's first statement
       // follows them on the same connection in the same round trip (postgres.js pipelines), and fails
       // with them if they fail.
-      const setup = [
-        conn`begin`.execute(),
-        conn`select set_config('tenantry.ctx', ${context}, true), set_config('search_path', ${searchPath}, true)`.execute(),
-      ];
+      const setup = core.pooled
+        ? [
+          conn.unsafe(pinnedBegin()).execute(),
+          conn.unsafe(`select set_config('tenantry.ctx', $1, true), set_config('search_path', $2, true), ${PINNED_LOCAL}`, [context, searchPath]).execute(),
+        ]
+        : [
+          conn`begin`.execute(),
+          conn`select set_config('tenantry.ctx', ${context}, true), set_config('search_path', ${searchPath}, true)`.execute(),
+        ];
       for (const q of setup) q.catch(() => undefined);
       let result: T;
       try {
@@ -158,9 +170,11 @@ export async function runAsTenantRole<T>(core: Core, tenant: TransactionTenant, 
     database, username: role, password, max: size, idle_timeout: core.opts.idleTimeoutSeconds,
     // unnamed statements only: the SQL sent on these connections may DEALLOCATE, and the reset below does
     prepare: false,
-    connection: { ...PINNED_SESSION, application_name: 'tenantry-tenant' },
-  }), (sql) => healOnAuthFailure(core, role, () => sql.begin(opts.readOnly ? 'read only' : 'read write', async (tx) => {
-    await tx`select set_config('search_path', ${`"${schema}"`}, true), set_config('statement_timeout', ${String(timeout)}, true)`;
+    connection: { ...(core.pooled ? {} : PINNED_SESSION), application_name: 'tenantry-tenant' },
+    // the isolation level on BEGIN too: behind a pooler no startup parameter overrides a planted default
+  }), (sql) => healOnAuthFailure(core, role, () => sql.begin(pinnedBegin(opts.readOnly).slice('begin '.length), async (tx) => {
+    // behind a pooler the pinned settings come first, so the statement timeout below is the one that holds
+    await tx.unsafe(`select ${core.pooled ? `${PINNED_LOCAL}, ` : ''}set_config('search_path', $1, true), set_config('statement_timeout', $2, true)`, [`"${schema}"`, String(timeout)]);
     const result = await fn(tx);
     // Session-level state the SQL in fn left (SET ROLE to a group, SET row_security, set_config(..., false),
     // PREPARE, cursors WITH HOLD, LISTEN, advisory locks) must not carry to the tenant's next request on

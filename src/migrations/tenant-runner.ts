@@ -116,7 +116,8 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
     return report;
   }
 
-  const lock = await sql.reserve();
+  // a session-level lock needs a session of its own: the direct connection, not one behind a pooler
+  const lock = await core.direct.reserve();
   try {
     if (opts.wait) await lock`select pg_advisory_lock(${MIGRATE_LOCK_KEY})`;
     else {

@@ -1,8 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import postgres, { type Sql } from 'postgres';
 import { Tenantry, type TenantryOptions } from '../../src/index.js';
+import { startPgBouncer, type PgBouncer } from './pgbouncer.js';
 
 export const SUPERUSER_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/**
+ * PGBOUNCER=1 runs a suite through PgBouncer: each installation gets a PgBouncer of its own in
+ * transaction mode, Tenantry's DATABASE_URL points at it and the direct URL at the server. The tests'
+ * own superuser and attacker connections stay direct.
+ */
+export const VIA_PGBOUNCER = process.env.PGBOUNCER === '1' || process.env.PGBOUNCER === 'true';
 
 export function superuser(): Sql {
   return postgres(SUPERUSER_URL, { onnotice: () => {}, max: 4 });
@@ -17,6 +25,8 @@ export interface TestInstallation {
   su: Sql;
   /** connect to any database as any role (password derived by Tenantry for its own roles) */
   urlFor(database: string, user: string, password?: string): string;
+  /** the installation's PgBouncer when the suite runs through one (PGBOUNCER=1) */
+  bouncer: PgBouncer | undefined;
   cleanup(): Promise<void>;
 }
 
@@ -42,16 +52,22 @@ export async function freshInstallation(options: Partial<TenantryOptions> = {}):
   };
   const adminUrl = urlFor(catalogDb, admin, password);
   // a modest connection budget: two test files share a server whose max_connections may be 100
-  const tenantry = await Tenantry.open({ databaseUrl: adminUrl, namespace, maxConnections: 16, ...options });
+  const bouncer = VIA_PGBOUNCER ? await startPgBouncer() : undefined;
+  const via = bouncer ? { databaseUrl: bouncer.via(adminUrl), directUrl: adminUrl } : { databaseUrl: adminUrl };
+  const tenantry = await Tenantry.open({ ...via, namespace, maxConnections: 16, ...options }).catch(async (err) => {
+    await bouncer?.stop();
+    throw err;
+  });
   const su = postgres(urlFor(catalogDb, new URL(SUPERUSER_URL).username || 'postgres', decodeURIComponent(new URL(SUPERUSER_URL).password)), { onnotice: () => {}, max: 4 });
   let cleaned = false;
   return {
-    tenantry, namespace, adminUrl, su, urlFor,
+    tenantry, namespace, adminUrl, su, urlFor, bouncer,
     async cleanup() {
       if (cleaned) return;
       cleaned = true;
       await tenantry.uninstall({ confirm: namespace }).catch(async () => { await tenantry.close(); });
       await su.end();
+      await bouncer?.stop();
       const s = superuser();
       try {
         await s.unsafe(`drop database if exists "${catalogDb}" with (force)`);
