@@ -53,10 +53,20 @@ export interface TenantryOptions {
   tenantConnectionLimit?: number;
   /** Milliseconds a cached tenant lookup may be used (changes are also pushed by LISTEN/NOTIFY). Default 5000. */
   tenantCacheTtlMs?: number;
-  /** Seconds after which `repair()` treats a tenant still in `provisioning` as abandoned. Default 600. */
+  /**
+   * Seconds after which a tenant still in `provisioning` counts as abandoned (its process renews the row
+   * every few seconds while it works): the background sweep and `repair()` then remove it. Default 60.
+   */
   repairAfterSeconds?: number;
-  /** Operator token of the HTTP API. Default: env TENANTRY_ADMIN_KEY; when unset one is generated on first start and only its hash kept. */
+  /**
+   * Operator token of the HTTP API, at least 32 characters. Default: env TENANTRY_ADMIN_KEY; when unset
+   * one is generated on first start and only its hash kept.
+   */
   adminKey?: string;
+  /** Failed authentications allowed per minute (and in a burst) from one client address. Default: env TENANTRY_AUTH_FAILURES_PER_ADDRESS or 30. */
+  authFailuresPerAddress?: number;
+  /** Failed authentications allowed per minute (and in a burst) for one API key id. Default: env TENANTRY_AUTH_FAILURES_PER_KEY or 10. */
+  authFailuresPerKey?: number;
   /** Pepper for API key hashes (HMAC-SHA-256); unset: plain SHA-256. Default: env TENANTRY_KEY_PEPPER. Changing it invalidates every key. */
   keyPepper?: string;
   /** Redis for the rate limiter. Default: env REDIS_URL; unset: the PostgreSQL store. */
@@ -67,8 +77,20 @@ export interface TenantryOptions {
   sqlTimeoutMs?: number;
   /** Row cap of the tenant SQL endpoint. Default: env TENANTRY_SQL_MAX_ROWS or 1000. */
   sqlMaxRows?: number;
+  /** lock_timeout of tenant-role sessions (the SQL endpoint), ms: a statement waits no longer for a lock. Default: env TENANTRY_SQL_LOCK_TIMEOUT_MS or 1000. */
+  sqlLockTimeoutMs?: number;
+  /** work_mem of tenant-role sessions, kB, pinned per transaction (hash_mem_multiplier too). Default: env TENANTRY_SQL_WORK_MEM_KB or 4096. */
+  sqlWorkMemKb?: number;
+  /** temp_file_limit set on each tenant role, kB, where the installing user may (superuser, or GRANT SET ON PARAMETER temp_file_limit). Default: env TENANTRY_SQL_TEMP_FILE_LIMIT_KB or 262144. */
+  sqlTempFileLimitKb?: number;
   /** Pre-created schemas kept ready for schema-mode signups (0: none). Default: env TENANTRY_SCHEMA_POOL_SIZE or 4. */
   schemaPoolSize?: number;
+  /**
+   * The app's plan file (tenantry.plans.json): its metrics, tiers and features. Opening compares it
+   * with the catalog and reports a difference; `tenantry plans apply` applies it. Default: env
+   * TENANTRY_PLANS; unset: the plans in the catalog (the built-in agent platform until one is applied).
+   */
+  plans?: string;
   /** pino-compatible logger. Default: silent. */
   logger?: Logger;
   /** Actor recorded in the audit log when a call names none. Default `system`. */
@@ -93,12 +115,18 @@ export interface ResolvedOptions {
   repairAfterSeconds: number;
   actor: string;
   adminKey: string | undefined;
+  authFailuresPerAddress: number;
+  authFailuresPerKey: number;
   keyPepper: string | undefined;
   redisUrl: string | undefined;
   storageRefreshSeconds: number;
   sqlTimeoutMs: number;
   sqlMaxRows: number;
+  sqlLockTimeoutMs: number;
+  sqlWorkMemKb: number;
+  sqlTempFileLimitKb: number;
   schemaPoolSize: number;
+  plans: string | undefined;
   onProvisionStep: TenantryOptions['onProvisionStep'];
 }
 
@@ -113,6 +141,8 @@ export interface ServerOptions {
   host: string;
   /** env LOG_LEVEL, default info */
   logLevel: string;
+  /** env TENANTRY_REQUEST_TIMEOUT_MS, default 30000: every request is answered by then (503 REQUEST_TIMEOUT) */
+  requestTimeoutMs: number;
 }
 
 export function serverOptions(env: NodeJS.ProcessEnv = process.env): ServerOptions {
@@ -123,7 +153,9 @@ export function serverOptions(env: NodeJS.ProcessEnv = process.env): ServerOptio
     throw new TenantryError('INVALID_CONFIG', `LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent; got ${JSON.stringify(logLevel)}.`);
   }
   const baseDomain = env.TENANTRY_BASE_DOMAIN?.toLowerCase().replace(/^\./, '') || undefined;
-  return { port, host: env.HOST ?? '127.0.0.1', logLevel, baseDomain, tenantLabels: env.TENANTRY_METRICS_TENANT_LABELS === 'true' };
+  const requestTimeoutMs = env.TENANTRY_REQUEST_TIMEOUT_MS ? intFromEnv('TENANTRY_REQUEST_TIMEOUT_MS', env.TENANTRY_REQUEST_TIMEOUT_MS) : 30_000;
+  if (requestTimeoutMs < 100 || requestTimeoutMs > 3_600_000) throw new TenantryError('INVALID_CONFIG', `TENANTRY_REQUEST_TIMEOUT_MS must be 100-3600000, got ${requestTimeoutMs}.`);
+  return { port, host: env.HOST ?? '127.0.0.1', logLevel, baseDomain, tenantLabels: env.TENANTRY_METRICS_TENANT_LABELS === 'true', requestTimeoutMs };
 }
 
 /** The one place environment variables are read. */
@@ -137,14 +169,23 @@ export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOption
   if (env.TENANTRY_NAMESPACE) out.namespace = env.TENANTRY_NAMESPACE;
   if (env.TENANTRY_TENANT_MIGRATIONS) out.tenantMigrations = env.TENANTRY_TENANT_MIGRATIONS;
   if (env.TENANTRY_ADMIN_KEY) out.adminKey = env.TENANTRY_ADMIN_KEY;
+  if (env.TENANTRY_AUTH_FAILURES_PER_ADDRESS) out.authFailuresPerAddress = intFromEnv('TENANTRY_AUTH_FAILURES_PER_ADDRESS', env.TENANTRY_AUTH_FAILURES_PER_ADDRESS);
+  if (env.TENANTRY_AUTH_FAILURES_PER_KEY) out.authFailuresPerKey = intFromEnv('TENANTRY_AUTH_FAILURES_PER_KEY', env.TENANTRY_AUTH_FAILURES_PER_KEY);
   if (env.TENANTRY_KEY_PEPPER) out.keyPepper = env.TENANTRY_KEY_PEPPER;
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
   if (env.TENANTRY_SCHEMA_POOL_SIZE) out.schemaPoolSize = intFromEnv('TENANTRY_SCHEMA_POOL_SIZE', env.TENANTRY_SCHEMA_POOL_SIZE);
   if (env.TENANTRY_SQL_TIMEOUT_MS) out.sqlTimeoutMs = intFromEnv('TENANTRY_SQL_TIMEOUT_MS', env.TENANTRY_SQL_TIMEOUT_MS);
   if (env.TENANTRY_SQL_MAX_ROWS) out.sqlMaxRows = intFromEnv('TENANTRY_SQL_MAX_ROWS', env.TENANTRY_SQL_MAX_ROWS);
+  if (env.TENANTRY_SQL_LOCK_TIMEOUT_MS) out.sqlLockTimeoutMs = intFromEnv('TENANTRY_SQL_LOCK_TIMEOUT_MS', env.TENANTRY_SQL_LOCK_TIMEOUT_MS);
+  if (env.TENANTRY_SQL_WORK_MEM_KB) out.sqlWorkMemKb = intFromEnv('TENANTRY_SQL_WORK_MEM_KB', env.TENANTRY_SQL_WORK_MEM_KB);
+  if (env.TENANTRY_SQL_TEMP_FILE_LIMIT_KB) out.sqlTempFileLimitKb = intFromEnv('TENANTRY_SQL_TEMP_FILE_LIMIT_KB', env.TENANTRY_SQL_TEMP_FILE_LIMIT_KB);
+  if (env.TENANTRY_PLANS) out.plans = env.TENANTRY_PLANS;
   if (env.TENANTRY_MAX_CONNECTIONS) out.maxConnections = intFromEnv('TENANTRY_MAX_CONNECTIONS', env.TENANTRY_MAX_CONNECTIONS);
   return out;
 }
+
+/** The shortest operator token accepted (TENANTRY_ADMIN_KEY). */
+export const MIN_ADMIN_KEY_LENGTH = 32;
 
 function intFromEnv(name: string, value: string): number {
   const n = Number(value);
@@ -166,6 +207,10 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     throw new TenantryError('INVALID_CONFIG', `namespace (TENANTRY_NAMESPACE) must be 1-20 chars of [a-z0-9_] starting with a letter, got ${JSON.stringify(namespace)}.`);
   }
   const maxConnections = positiveInt('maxConnections (TENANTRY_MAX_CONNECTIONS)', merged.maxConnections ?? 40, 2, 10_000);
+  // a short operator token can be guessed; the generated one has 192 random bits
+  if (merged.adminKey !== undefined && (typeof merged.adminKey !== 'string' || merged.adminKey.length < MIN_ADMIN_KEY_LENGTH)) {
+    throw new TenantryError('INVALID_CONFIG', `The operator token (TENANTRY_ADMIN_KEY, adminKey) must be at least ${MIN_ADMIN_KEY_LENGTH} characters; got ${typeof merged.adminKey === 'string' ? merged.adminKey.length : 'no string'}. Use a random one (e.g. \`openssl rand -base64 32\`), or unset it to have one generated.`);
+  }
   const pooler = merged.pooler ?? (merged.directUrl && merged.directUrl !== merged.databaseUrl ? 'transaction' : 'none');
   if (pooler !== 'none' && pooler !== 'transaction') {
     throw new TenantryError('INVALID_CONFIG', `pooler (TENANTRY_POOLER) must be none or transaction, got ${JSON.stringify(pooler)}.`);
@@ -186,15 +231,21 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     idleTimeoutSeconds: positiveInt('idleTimeoutSeconds', merged.idleTimeoutSeconds ?? 30, 1, 86_400),
     tenantConnectionLimit: positiveInt('tenantConnectionLimit', merged.tenantConnectionLimit ?? 10, 1, 10_000),
     tenantCacheTtlMs: positiveInt('tenantCacheTtlMs', merged.tenantCacheTtlMs ?? 5000, 0, 86_400_000),
-    repairAfterSeconds: positiveInt('repairAfterSeconds', merged.repairAfterSeconds ?? 600, 0, 86_400 * 30),
+    repairAfterSeconds: positiveInt('repairAfterSeconds', merged.repairAfterSeconds ?? 60, 0, 86_400 * 30),
     actor: merged.actor ?? 'system',
     adminKey: merged.adminKey,
+    authFailuresPerAddress: positiveInt('authFailuresPerAddress (TENANTRY_AUTH_FAILURES_PER_ADDRESS)', merged.authFailuresPerAddress ?? 30, 1, 1_000_000),
+    authFailuresPerKey: positiveInt('authFailuresPerKey (TENANTRY_AUTH_FAILURES_PER_KEY)', merged.authFailuresPerKey ?? 10, 1, 1_000_000),
     keyPepper: merged.keyPepper,
     redisUrl: merged.redisUrl,
     schemaPoolSize: positiveInt('schemaPoolSize (TENANTRY_SCHEMA_POOL_SIZE)', merged.schemaPoolSize ?? 4, 0, 1000),
     sqlTimeoutMs: positiveInt('sqlTimeoutMs (TENANTRY_SQL_TIMEOUT_MS)', merged.sqlTimeoutMs ?? 5000, 1, 3_600_000),
     sqlMaxRows: positiveInt('sqlMaxRows (TENANTRY_SQL_MAX_ROWS)', merged.sqlMaxRows ?? 1000, 1, 1_000_000),
+    sqlLockTimeoutMs: positiveInt('sqlLockTimeoutMs (TENANTRY_SQL_LOCK_TIMEOUT_MS)', merged.sqlLockTimeoutMs ?? 1000, 1, 3_600_000),
+    sqlWorkMemKb: positiveInt('sqlWorkMemKb (TENANTRY_SQL_WORK_MEM_KB)', merged.sqlWorkMemKb ?? 4096, 64, 2_097_151),
+    sqlTempFileLimitKb: positiveInt('sqlTempFileLimitKb (TENANTRY_SQL_TEMP_FILE_LIMIT_KB)', merged.sqlTempFileLimitKb ?? 262_144, 1, 2_147_483_647),
     storageRefreshSeconds: positiveInt('storageRefreshSeconds', merged.storageRefreshSeconds ?? 3600, 0, 86_400 * 7),
+    plans: merged.plans === undefined ? undefined : path.resolve(merged.plans),
     onProvisionStep: merged.onProvisionStep,
   };
 }

@@ -37,9 +37,16 @@ export const ERROR_CODES = {
   INVITATION_EXPIRED: { status: 410, title: 'The invitation has expired' },
   SQL_ERROR: { status: 400, title: 'The SQL statement failed' },
   SQL_TIMEOUT: { status: 408, title: 'The SQL statement timed out' },
+  SQL_NOT_ALLOWED: { status: 403, title: 'The SQL endpoint does not run that statement or function' },
   IDEMPOTENCY_KEY_REUSED: { status: 422, title: 'Idempotency key reused for another request' },
   IDEMPOTENCY_IN_PROGRESS: { status: 409, title: 'A request with this idempotency key is still running' },
   INVITATION_CLOSED: { status: 409, title: 'The invitation was already accepted or revoked' },
+  INVALID_PLANS: { status: 400, title: 'The plan file is not valid' },
+  PLAN_TIER_IN_USE: { status: 409, title: 'The plans remove a tier that tenants are on' },
+  PLAN_METRIC_HAS_USAGE: { status: 409, title: 'The plans remove or redefine a metric with recorded usage' },
+  DATABASE_UNAVAILABLE: { status: 503, title: 'PostgreSQL is unreachable right now' },
+  PROVISIONING_INCOMPLETE: { status: 503, title: 'Provisioning failed and its rollback has not finished yet' },
+  REQUEST_TIMEOUT: { status: 503, title: 'The request did not finish within its deadline' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -64,4 +71,45 @@ export class TenantryError extends Error {
 
 export function isTenantryError(err: unknown, code?: ErrorCode): err is TenantryError {
   return err instanceof TenantryError && (code === undefined || err.code === code);
+}
+
+/**
+ * The one table of faults that mean "PostgreSQL cannot be reached right now" rather than "this request
+ * is wrong": connection-class SQLSTATEs, a server shutting down or starting up, and the driver's and
+ * the network's own error codes. Each becomes DATABASE_UNAVAILABLE (503, retryable) instead of a 500.
+ */
+export const DATABASE_UNAVAILABLE_ERRORS: { sqlstateClasses: readonly string[]; sqlstates: readonly string[]; codes: readonly string[] } = {
+  // 08: connection exception (08000, 08003, 08006, 08001, 08004, ...)
+  sqlstateClasses: ['08'],
+  // admin_shutdown, crash_shutdown, cannot_connect_now (starting up or in recovery), too_many_connections
+  sqlstates: ['57P01', '57P02', '57P03', '53300'],
+  // node's socket errors and postgres.js's connection errors
+  codes: ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND',
+    'CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT'],
+};
+
+/** Whether `err` (or its cause, or any error of an AggregateError) is in DATABASE_UNAVAILABLE_ERRORS. */
+export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
+  if (!err || typeof err !== 'object' || depth > 4) return false;
+  if (err instanceof TenantryError) return err.code === 'DATABASE_UNAVAILABLE';
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    const t = DATABASE_UNAVAILABLE_ERRORS;
+    if (/^[0-9A-Z]{5}$/.test(code) && (t.sqlstates.includes(code) || t.sqlstateClasses.includes(code.slice(0, 2)))) return true;
+    if (t.codes.includes(code)) return true;
+  }
+  const nested = (err as { errors?: unknown }).errors;
+  if (Array.isArray(nested) && nested.some((e) => isDatabaseUnavailable(e, depth + 1))) return true;
+  return isDatabaseUnavailable((err as { cause?: unknown }).cause, depth + 1);
+}
+
+/** Seconds a client should wait before retrying after DATABASE_UNAVAILABLE. */
+export const DATABASE_RETRY_AFTER_SECONDS = 2;
+
+/** `err` as DATABASE_UNAVAILABLE when it is a connection-class fault, else unchanged. */
+export function translateDatabaseError(err: unknown): unknown {
+  if (err instanceof TenantryError || !isDatabaseUnavailable(err)) return err;
+  const code = (err as { code?: unknown }).code;
+  return new TenantryError('DATABASE_UNAVAILABLE', `PostgreSQL is unreachable right now (${typeof code === 'string' ? code : 'connection lost'}); retry in a few seconds.`,
+    { retryAfterSeconds: DATABASE_RETRY_AFTER_SECONDS }, { cause: err });
 }

@@ -115,6 +115,7 @@ async function prepareDataDatabase(db: Sql, opts: DataDatabaseOptions, rls: RlsT
     await tx.unsafe(contextSchemaSql(opts.namespace, opts.roles, opts.signer.paddedKeys()));
     await tx.unsafe(`create schema if not exists ${ident(rls.schema)} authorization ${ident(opts.roles.owner)}`);
     await hardenPublicSchema(tx as unknown as Sql, opts.logger, opts.name);
+    await revokeCatalogExtras(tx as unknown as Sql, opts.logger, opts.name);
   });
   const { version } = await migrateTarget(db, { schema: rls.schema, owner: opts.roles.owner, migrations: opts.migrations, rls });
   return version;
@@ -136,6 +137,37 @@ export async function ensureSharedDatabase(opts: DataDatabaseOptions): Promise<v
   } finally {
     await db.end({ timeout: 5 });
   }
+}
+
+/**
+ * Large-object functions: a tenant that can call them stores data outside its rows, its read-only mode
+ * and its storage quota (issue #8, finding 4). Every built-in function that creates, writes, reads or
+ * removes one; lo_import/lo_export are superuser-only already.
+ */
+export const LARGE_OBJECT_FUNCTIONS = ['lo_creat', 'lo_create', 'lo_from_bytea', 'lo_open', 'lo_close', 'loread', 'lowrite', 'lo_lseek', 'lo_lseek64', 'lo_tell', 'lo_tell64', 'lo_truncate', 'lo_truncate64', 'lo_unlink', 'lo_get', 'lo_put'];
+/** Statistics views and size functions: other tenants' row counts, sizes, values and sessions (finding 9). */
+export const STATISTICS_VIEWS = ['pg_stats', 'pg_stats_ext', 'pg_stats_ext_exprs', 'pg_stat_activity', 'pg_stat_all_tables', 'pg_stat_user_tables', 'pg_stat_xact_all_tables', 'pg_stat_xact_user_tables', 'pg_stat_all_indexes', 'pg_stat_user_indexes', 'pg_statio_all_tables', 'pg_statio_user_tables', 'pg_statio_all_indexes', 'pg_statio_user_indexes', 'pg_statio_all_sequences', 'pg_statio_user_sequences', 'pg_stat_user_functions', 'pg_stat_xact_user_functions'];
+export const SIZE_FUNCTIONS = ['pg_total_relation_size', 'pg_relation_size', 'pg_table_size', 'pg_indexes_size', 'pg_database_size'];
+
+/**
+ * Where the installing user is a superuser (only the owner of pg_catalog may), PUBLIC loses in each
+ * data database what no tenant's data work needs: the large-object functions, the statistics views
+ * and the size functions. A non-superuser installation cannot revoke them; there the SQL endpoint's
+ * guard refuses them, and the README says so. Template clones inherit the revocations.
+ */
+async function revokeCatalogExtras(tx: Sql, logger: Logger, database: string): Promise<void> {
+  const [me] = await tx<{ rolsuper: boolean }[]>`select rolsuper from pg_roles where rolname = current_user`;
+  if (!me?.rolsuper) {
+    logger.info({ database }, 'not a superuser: large-object functions and statistics views stay granted to PUBLIC (the SQL endpoint refuses them)');
+    return;
+  }
+  const functions = await tx<{ sig: string }[]>`
+    select p.oid::regprocedure::text as sig from pg_proc p
+    where p.pronamespace = 'pg_catalog'::regnamespace and p.proname = any(${[...LARGE_OBJECT_FUNCTIONS, ...SIZE_FUNCTIONS]})`;
+  for (const { sig } of functions) await tx.unsafe(`revoke execute on function ${sig} from public`);
+  const views = await tx<{ relname: string }[]>`
+    select relname from pg_class where relnamespace = 'pg_catalog'::regnamespace and relname = any(${STATISTICS_VIEWS})`;
+  for (const { relname } of views) await tx.unsafe(`revoke select on pg_catalog.${ident(relname)} from public`);
 }
 
 /** No CREATE on `public` for PUBLIC (PostgreSQL 15+ already defaults to this; older versions do not). */
@@ -203,4 +235,43 @@ export async function resetRoleDefaults(sql: Sql, role: string): Promise<void> {
   for (const { datname } of rows) {
     await sql.unsafe(datname ? `alter role ${ident(role)} in database ${ident(datname)} reset all` : `alter role ${ident(role)} reset all`);
   }
+}
+
+/**
+ * The role defaults Tenantry itself sets on every tenant role: temp_file_limit, a superuser-only
+ * setting that no startup parameter or SET of a tenant session may change, so it is pinned as a role
+ * default where the installing user may set it (a superuser, or PostgreSQL 15+'s GRANT SET ON
+ * PARAMETER temp_file_limit). A tenant cannot remove it either: RESET of a superuser-only setting
+ * needs the same privilege. Elsewhere the server's own temp_file_limit holds, which a tenant cannot
+ * raise. Empty when Tenantry may set nothing.
+ */
+export async function tenantRoleDefaults(sql: Sql, tempFileLimitKb: number): Promise<Record<string, string>> {
+  const [me] = await sql<{ rolsuper: boolean; v: number }[]>`
+    select rolsuper, current_setting('server_version_num')::int as v from pg_roles where rolname = current_user`;
+  let may = Boolean(me?.rolsuper);
+  if (!may && (me?.v ?? 0) >= 150000) {
+    const [p] = await sql<{ ok: boolean }[]>`select has_parameter_privilege('temp_file_limit', 'SET') as ok`;
+    may = Boolean(p?.ok);
+  }
+  return may ? { temp_file_limit: `${tempFileLimitKb}kB` } : {};
+}
+
+/** Sets Tenantry's own role defaults (tenantRoleDefaults) on a tenant role. */
+export async function applyTenantRoleDefaults(sql: Sql, role: string, defaults: Record<string, string>): Promise<void> {
+  for (const [name, value] of Object.entries(defaults)) {
+    await sql.unsafe(`alter role ${ident(role)} set ${ident(name)} = ${literal(value)}`);
+  }
+}
+
+const defaultsByPool = new WeakMap<Sql, Promise<Record<string, string>>>();
+
+/** tenantRoleDefaults, asked once per privileged pool (the user's privileges do not change while it runs). */
+export function cachedTenantRoleDefaults(sql: Sql, tempFileLimitKb: number): Promise<Record<string, string>> {
+  let p = defaultsByPool.get(sql);
+  if (!p) {
+    p = tenantRoleDefaults(sql, tempFileLimitKb);
+    p.catch(() => defaultsByPool.delete(sql));
+    defaultsByPool.set(sql, p);
+  }
+  return p;
 }

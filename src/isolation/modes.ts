@@ -5,6 +5,7 @@ import { ident, literal, tenantObjectNames } from '../identifiers.js';
 import { TenantryError } from '../errors.js';
 import type { Isolation } from '../tenants/model.js';
 import { migrateTarget, POOLED_SCHEMA, DATABASE_MODE_SCHEMA, CONTEXT_SCHEMA } from './data-plane.js';
+import { cachedTenantRoleDefaults } from '../installation.js';
 
 export interface TenantPlacement {
   id: string;
@@ -119,9 +120,13 @@ async function cloneTemplate(core: Core, name: string): Promise<void> {
 /** Creates the tenant's own login role, used as the session user for untrusted SQL. */
 export async function createTenantRole(core: Core, t: TenantPlacement, tx?: Sql | TransactionSql): Promise<void> {
   const strategy = STRATEGIES[t.isolation];
+  // temp_file_limit where Tenantry may pin it (see tenantRoleDefaults), in the same round trip
+  const defaults = Object.entries(await cachedTenantRoleDefaults(core.admin, core.opts.sqlTempFileLimitKb))
+    .map(([name, value]) => `alter role ${ident(t.role)} set ${ident(name)} = ${literal(value)};`).join('\n');
   await (tx ?? core.admin).unsafe(`
     create role ${ident(t.role)} with login nosuperuser nocreatedb nocreaterole noreplication nobypassrls inherit
       connection limit ${core.opts.tenantConnectionLimit} password ${literal(core.signer.roleVerifier(t.role))};
+    ${defaults}
     comment on role ${ident(t.role)} is ${literal(`tenantry installation ${core.installationId}`)};
     grant ${ident(strategy.group(core))} to ${ident(t.role)};
     grant ${ident(t.role)} to current_user;`);

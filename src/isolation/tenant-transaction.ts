@@ -2,8 +2,8 @@ import type { ReservedSql, Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
 import { connect, PINNED_SESSION, PINNED_LOCAL, pinnedBegin } from '../db/connections.js';
 import { ident, literal } from '../identifiers.js';
-import { resetRoleDefaults } from '../installation.js';
-import type { TenantPlacement } from './modes.js';
+import { resetRoleDefaults, applyTenantRoleDefaults, cachedTenantRoleDefaults } from '../installation.js';
+import { terminateRoleSessions, type TenantPlacement } from './modes.js';
 
 /**
  * The tenant-scoped transaction: reserve a pooled connection, set the signed context, run the caller's
@@ -24,6 +24,8 @@ export interface TransactionTenant {
 export interface TenantRoleOptions {
   readOnly?: boolean;
   statementTimeoutMs?: number;
+  /** lock_timeout, ms (default: the sqlLockTimeoutMs option) */
+  lockTimeoutMs?: number;
 }
 
 /**
@@ -61,6 +63,9 @@ export async function healOnAuthFailure<T>(core: Core, role: string, run: () => 
     if (!isLoginRefused(err)) throw err;
     core.logger.warn({ role }, 'login refused: restoring the role\'s password and clearing its defaults');
     await restoreRole(core, role);
+    // a password Tenantry did not set was a login Tenantry did not hand out: end every session made
+    // with it (issue #8, finding 2: the tenant stayed connected after the password was healed)
+    await terminateRoleSessions(core.admin, role);
     return run();
   }
 }
@@ -75,6 +80,8 @@ function isLoginRefused(err: unknown): boolean {
 export async function restoreRole(core: Core, role: string): Promise<void> {
   await core.admin.unsafe(`alter role ${ident(role)} password ${literal(core.signer.roleVerifier(role))}`);
   await resetRoleDefaults(core.admin, role);
+  // and Tenantry's own defaults back on a tenant role (not on the runtime role, which has none)
+  if (role !== core.roles.runtime) await applyTenantRoleDefaults(core.admin, role, await cachedTenantRoleDefaults(core.admin, core.opts.sqlTempFileLimitKb));
 }
 
 /** A postgres.js query not yet awaited (or a list of them): it has execute() and is thenable. */
@@ -174,7 +181,11 @@ export async function runAsTenantRole<T>(core: Core, tenant: TransactionTenant, 
     // the isolation level on BEGIN too: behind a pooler no startup parameter overrides a planted default
   }), (sql) => healOnAuthFailure(core, role, () => sql.begin(pinnedBegin(opts.readOnly).slice('begin '.length), async (tx) => {
     // behind a pooler the pinned settings come first, so the statement timeout below is the one that holds
-    await tx.unsafe(`select ${core.pooled ? `${PINNED_LOCAL}, ` : ''}set_config('search_path', $1, true), set_config('statement_timeout', $2, true)`, [`"${schema}"`, String(timeout)]);
+    // lock_timeout, work_mem and hash_mem_multiplier are Tenantry's, set after any planted role default
+    // and unchangeable by the statement (the SQL guard refuses SET and set_config): a tenant can neither
+    // queue behind a lock for long nor raise its memory (issue #8, finding 1 and 2)
+    await tx.unsafe(`select ${core.pooled ? `${PINNED_LOCAL}, ` : ''}set_config('search_path', $1, true), set_config('statement_timeout', $2, true), set_config('lock_timeout', $3, true), set_config('work_mem', $4, true), set_config('hash_mem_multiplier', '2', true)`,
+      [`"${schema}"`, String(timeout), `${opts.lockTimeoutMs ?? core.opts.sqlLockTimeoutMs}ms`, `${core.opts.sqlWorkMemKb}kB`]);
     const result = await fn(tx);
     // Session-level state the SQL in fn left (SET ROLE to a group, SET row_security, set_config(..., false),
     // PREPARE, cursors WITH HOLD, LISTEN, advisory locks) must not carry to the tenant's next request on
