@@ -8,6 +8,7 @@ import type { RoleNames } from './isolation/data-plane.js';
 import type { TenantCache } from './tenants/cache.js';
 import type { TenantryEventEmitter } from './events.js';
 import type { SchemaPool } from './provisioning/schema-pool.js';
+import type { PlanState } from './plans/state.js';
 
 export interface InstallationRoles extends RoleNames {
   /** group holding CONNECT on the shared database, for schema tenants' own roles */
@@ -46,6 +47,8 @@ export interface Core {
   /** pre-created schemas for schema-mode signups */
   schemaPool: SchemaPool;
   events: TenantryEventEmitter;
+  /** the app's plans in force (metrics, tiers, features), read from the catalog */
+  plans: PlanState;
   /** a short-lived admin connection to another database of the server */
   adminTo(database: string, max?: number): Sql;
   /** the runtime role's pool on a data database, within the connection budget */

@@ -14,3 +14,10 @@ export type { RepairReport } from './provisioning/repair.js';
 export type { DoctorReport, DoctorCheck } from './doctor/doctor.js';
 export type { MigrateOptions, MigrateReport } from './migrations/tenant-runner.js';
 export { validateSlug, SLUG_RULE } from './identifiers.js';
+export { parsePlansText, validatePlans, type Plans, type PlanMetric, type PlanTier, type PlanFeature, type MetricKind } from './plans/plan-file.js';
+export { BUILTIN_PLANS } from './plans/builtin.js';
+export type { PlanDiff, PlanChange, PlanRefusal, ApplyPlansOptions, PlanFileStatus, OverLimit } from './plans/plans.js';
+export type {
+  TenantryPlanTypes, PlanMetricName, DebitMetricName, CountMetricName, LeaseMetricName, GaugeMetricName, PlanFeatureName, PlanQuotaName,
+} from './plans/plan-types.js';
+export type { UsageSummary, UsageLine, EffectiveQuota, TierInfo, IncrementResult } from './quotas/quotas.js';

@@ -34,6 +34,8 @@ import { IdempotencyStore } from './idempotency/idempotency.js';
 import { migrateTenants, migrationStatus, recordMigrationFiles, type MigrateOptions, type MigrateReport } from './migrations/tenant-runner.js';
 import { TenantryEventEmitter } from './events.js';
 import { SchemaPool } from './provisioning/schema-pool.js';
+import { PlanState, loadPlans } from './plans/state.js';
+import { PlanService } from './plans/plans.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
@@ -57,6 +59,8 @@ export class Tenantry {
   readonly rateLimiter: RateLimiter;
   /** stored responses for the HTTP API's Idempotency-Key */
   readonly idempotency: IdempotencyStore;
+  /** the app's plans (metrics, tiers, features): read, diffed against a plan file, applied */
+  readonly plans: PlanService;
   private closed = false;
   private readonly rateLimits = new Map<string, { limit: number; at: number }>();
   private unlisten: (() => Promise<void>) | undefined;
@@ -77,6 +81,8 @@ export class Tenantry {
     this.keys = new ApiKeyService(core, this.tenants, core.opts.keyPepper);
     this.members = new MemberService(core, this.tenants, this.quotas, (tenantId) => this.keys.invalidate(tenantId));
     this.tenants.attachKeys(this.keys);
+    // applied plans change limits and may move tenants: drop what is cached of either
+    this.plans = new PlanService(core, () => { core.cache.clear(); this.rateLimits.clear(); });
     this.rateLimiter = new RateLimiter(core.opts.redisUrl
       ? new RedisRateLimitStore(new Redis(core.opts.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false }))
       : new PostgresRateLimitStore(core.admin));
@@ -93,7 +99,8 @@ export class Tenantry {
     let cached = this.rateLimits.get(t.id);
     if (!cached || Date.now() - cached.at > 5000) {
       const limits = await this.quotas.effectiveQuotas(t.id);
-      cached = { limit: limits.api_calls_per_minute.limit, at: Date.now() };
+      // the plans' rate limit (every tier has one); an unlimited override is a very high rate
+      cached = { limit: limits.api_calls_per_minute?.limit ?? 1_000_000_000, at: Date.now() };
       this.rateLimits.set(t.id, cached);
     }
     const limit = cached.limit;
@@ -170,6 +177,7 @@ export class Tenantry {
       throw err;
     }
     const runtimePassword = signer!.rolePassword(roles.runtime);
+    const plans = new PlanState(await loadPlans(admin));
     const pools = new PoolBudget(opts.maxConnections, opts.idleTimeoutSeconds * 1000, logger);
     const core: Core = {
       opts, logger, url, admin, direct, directUrl, pooled,
@@ -178,6 +186,7 @@ export class Tenantry {
       signer: signer!, migrations, pools,
       cache: new TenantCache(opts.tenantCacheTtlMs),
       events: new TenantryEventEmitter(),
+      plans,
       schemaPool: undefined as unknown as SchemaPool,
       adminTo,
       runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => runtimePool(core, url, database, roles.runtime, runtimePassword),
@@ -190,7 +199,18 @@ export class Tenantry {
     // through a transaction pooler the notifications would go to whichever client held the server last)
     const sub = await direct.listen('tenantry_tenant_changed', (id) => core.cache.invalidate(id), () => core.cache.clear());
     const keySub = await direct.listen('tenantry_key_changed', (tenantId) => t.keys.invalidate(tenantId), () => t.keys.invalidate());
-    t.unlisten = async () => { await sub.unlisten(); await keySub.unlisten(); };
+    // another process applied plans: read them again, and drop limits cached under the old ones
+    const planSub = await direct.listen('tenantry_plans_changed', () => void t.plans.reload().then(() => { core.cache.clear(); t.rateLimits.clear(); }).catch((err: unknown) => logger.warn({ err }, 'reloading the plans failed')));
+    t.unlisten = async () => { await sub.unlisten(); await keySub.unlisten(); await planSub.unlisten(); };
+    if (opts.plans) {
+      // a plan file that differs from the catalog is reported, never applied behind the operator's back
+      try {
+        await t.plans.checkFile(opts.plans);
+      } catch (err) {
+        await t.close().catch(() => undefined);
+        throw err;
+      }
+    }
     logger.info({ namespace: opts.namespace }, 'tenantry ready');
     return t;
   }

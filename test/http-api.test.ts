@@ -272,6 +272,36 @@ const ROUTES: Route[] = [
     shape: (b) => assertUsage(b, T.id),
   },
   {
+    method: 'POST', pattern: '/v1/tenants/:id/leases', need: 'write', ok: 201,
+    req: async () => ({ url: `/v1/tenants/${tid()}/leases`, body: { metric: 'concurrent_agents', ttlSeconds: 5 } }),
+    shape: (b) => { assert.deepEqual(Object.keys(b).sort(), ['expiresAt', 'leaseId', 'limit', 'used']); assert.ok(b.used >= 1); },
+  },
+  {
+    method: 'DELETE', pattern: '/v1/tenants/:id/leases/:leaseId', need: 'write', ok: 200,
+    req: async () => ({ url: `/v1/tenants/${tid()}/leases/${(await inst.tenantry.quotas.acquireLease(T.id, 'concurrent_agents', { ttlSeconds: 5 })).leaseId}` }),
+    shape: (b) => assert.deepEqual(b, { released: true }),
+  },
+  {
+    // the built-in plans' only gauge is measured storage, which the app cannot set (examples-plans.test.ts sets app gauges)
+    method: 'PUT', pattern: '/v1/tenants/:id/gauges/:metric', need: 'write', ok: 200,
+    req: async () => ({ url: `/v1/tenants/${tid()}/gauges/storage_bytes`, body: { value: 5 } }),
+    shape: () => assert.fail('storage is measured, not set'),
+    expect: { operator: [400, 'INVALID_INPUT'], own: [400, 'INVALID_INPUT'] },
+  },
+  {
+    method: 'GET', pattern: '/v1/plans', need: 'read', ok: 200,
+    req: async () => ({ url: '/v1/plans' }),
+    shape: (b) => { assert.deepEqual(b.plans.tiers.map((t: Json) => t.name), ['free', 'starter', 'professional', 'enterprise', 'custom']); assert.equal(b.file, null); },
+    // the plans are the installation's price list, not a tenant's data
+    expect: { other: [200] },
+  },
+  {
+    method: 'PUT', pattern: '/v1/plans', need: 'operator', ok: 200,
+    req: async () => ({ url: '/v1/plans', body: { plans: inst.tenantry.plans.document(), dryRun: true } }),
+    shape: (b) => { assert.equal(b.applied, false); assert.equal(b.identical, true); },
+    expect: { other: [403, 'FORBIDDEN'] },
+  },
+  {
     method: 'POST', pattern: '/v1/tenants/:id/api-keys', need: 'admin', ok: 201,
     req: async () => ({ url: `/v1/tenants/${tid()}/api-keys`, body: { name: 'matrix key', scopes: ['read'] } }),
     shape: async (b) => {
@@ -476,7 +506,7 @@ test('the route table covers every /v1 route the server has (per its OpenAPI doc
     .sort();
   assert.deepEqual(ROUTES.map((r) => `${r.method} ${r.pattern}`).sort(), documented);
   for (const r of ROUTES) assert.ok(app.hasRoute({ method: r.method, url: r.pattern }), `${r.method} ${r.pattern} is registered`);
-  assert.equal(documented.length, 34);
+  assert.equal(documented.length, 39);
 });
 
 test('a tenant key names its own tenant by id or slug; another tenant by either is 404, and so is an unknown one', async () => {

@@ -88,7 +88,7 @@ export class MemberService {
       on conflict do nothing returning created_at`;
     if (inserted.length === 0) throw new TenantryError('MEMBER_EXISTS', `${email} is already a member of "${t.slug}"; change their role instead.`);
     // the same atomic debit as increment(): refused when max_users is reached, and the transaction rolls back
-    await this.quotas.debit(tx, t, 'users', 1);
+    if (this.quotas.meters('users')) await this.quotas.debit(tx, t, 'users', 1);
     await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action, target: `user:${user!.id}`, requestId: who.requestId, details: { email, role } });
     return { userId: user!.id, email: user!.email, name: user!.name, role, createdAt: inserted[0]!.created_at };
   }
@@ -115,7 +115,7 @@ export class MemberService {
       await tx`delete from tenantry_catalog.memberships where tenant_id = ${t.id} and user_id = ${uid}`;
       // keys tied to the member stop working with the membership
       await tx`update tenantry_catalog.api_keys set revoked_at = coalesce(revoked_at, now()) where tenant_id = ${t.id} and member_user_id = ${uid}`;
-      await this.quotas.credit(tx, t.id, 'users', 1);
+      if (this.quotas.meters('users')) await this.quotas.credit(tx, t.id, 'users', 1);
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'member.removed', target: `user:${uid}`, requestId: who.requestId, details: { email: before.email, role: before.role } });
     }).finally(() => this.onMembersChanged(t.id));
   }

@@ -79,7 +79,7 @@ export async function defaultConcurrency(sql: Sql): Promise<number> {
 export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Promise<MigrateReport> {
   const started = Date.now();
   const latest = latestVersion(core);
-  const tier = opts.tier === undefined ? undefined : validateTier(opts.tier);
+  const tier = opts.tier === undefined ? undefined : validateTier(opts.tier, core.plans.tierNames());
   const isolation = opts.isolation === undefined ? undefined : validateIsolation(opts.isolation);
   const ids = opts.tenants === undefined ? undefined : await resolveIds(core, opts.tenants);
   const concurrency = opts.concurrency ?? await defaultConcurrency(core.admin);

@@ -36,10 +36,11 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
   if (!input || typeof input !== 'object') throw new TenantryError('INVALID_INPUT', 'create() takes an object like { slug: "acme-corp" }.');
   const slug = validateSlug(input.slug);
   const name = validateName(input.name, slug);
-  const tier = validateTier(input.tier ?? 'free');
-  const isolation = validateIsolation(input.isolation ?? 'pooled');
   const trialDays = validateTrialDays(input.trialDays);
   const metadata = validateMetadata(input.metadata);
+  // no tier named: a trial starts on the plans' trial tier, anything else on their default tier
+  const tier = validateTier(input.tier ?? (trialDays !== undefined ? core.plans.trialTier()?.name : undefined) ?? core.plans.defaultTier(), core.plans.tierNames());
+  const isolation = validateIsolation(input.isolation ?? 'pooled');
   const actor = who.actor ?? core.opts.actor;
   const strategy = STRATEGIES[isolation];
   const placement = strategy.placementFor(core, randomUUID());

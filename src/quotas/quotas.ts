@@ -6,31 +6,42 @@ import { ident } from '../identifiers.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
 import type { TenantService } from '../tenants/tenants.js';
 import type { Tenant } from '../tenants/model.js';
-import { validateTier, TIERS, type Tier } from '../tenants/model.js';
+import { validateTier, type Tier } from '../tenants/model.js';
 import { POOLED_SCHEMA } from '../isolation/data-plane.js';
-import {
-  METRICS, QUOTAS, validateAmount, validateLimit, validateMetric, validateQuotaName,
-  type MetricName, type QuotaName, type WindowUnit,
-} from './metrics.js';
+import { validateAmount, validateLimit, type QuotaName } from './metrics.js';
+import type { WindowUnit } from '../plans/plan-file.js';
+import { toLimit, UNLIMITED_SQL as UNLIMITED } from '../plans/state.js';
+import type { CountMetricName, DebitMetricName, GaugeMetricName, LeaseMetricName, PlanMetricName } from '../plans/plan-types.js';
+
+/** Quota keys as the app's generated plan types name them (the built-in ones by default). */
+type PlanQuotaKey = import('../plans/plan-types.js').TenantryPlanTypes extends { quota: infer Q extends string } ? Q : QuotaName;
+type MetricName = PlanMetricName;
 
 export interface TierInfo {
   name: Tier;
-  quotas: Record<QuotaName, number>;
+  /** per quota key: the limit, or null for unlimited */
+  quotas: Record<PlanQuotaKey, number | null>;
   features: string[];
+  /** new tenants land on this tier when they name none */
+  default: boolean;
+  /** on the tier trials run on: the tier a trial falls back to */
+  trialOf: string | null;
   updatedAt: Date;
 }
 
 export interface EffectiveQuota {
-  limit: number;
+  /** null: unlimited */
+  limit: number | null;
   source: 'tier' | 'override';
 }
 
 export interface UsageLine {
   metric: MetricName;
   kind: 'count' | 'window' | 'lease' | 'gauge';
-  quota: QuotaName;
+  quota: PlanQuotaKey;
   used: number;
-  limit: number;
+  /** null: unlimited (a gauge's limit is in its measured units: the plan's limit times its scale) */
+  limit: number | null;
   /** 0-100+, one decimal */
   utilization: number;
   windowStart: Date | null;
@@ -42,6 +53,10 @@ export interface UsageSummary {
   metrics: UsageLine[];
   /** true when any metric is over 90% of its limit */
   atRisk: boolean;
+  /** true when any metric is above its limit (after a downgrade or a lowered limit): its debits are refused */
+  overQuota: boolean;
+  /** the metrics above their limit */
+  overLimit: string[];
 }
 
 export interface UsageHistoryRow {
@@ -55,7 +70,8 @@ export interface UsageHistoryRow {
 export interface IncrementResult {
   metric: MetricName;
   used: number;
-  limit: number;
+  /** null: unlimited */
+  limit: number | null;
   /** true when this was a retry of an already-applied idempotency key */
   replayed: boolean;
 }
@@ -74,14 +90,15 @@ export class QuotaService {
 
   // ---- tiers ----
 
+  /** The tiers in their declared order (for upgrades and downgrades). */
   async listTiers(): Promise<TierInfo[]> {
-    const rows = await this.core.admin<{ name: Tier; quotas: Record<QuotaName, number>; features: string[]; updated_at: Date }[]>`
-      select name, quotas, features, updated_at from tenantry_catalog.tiers order by array_position(${TIERS as unknown as string[]}::text[], name)`;
-    return rows.map((r) => ({ name: r.name, quotas: r.quotas, features: r.features, updatedAt: r.updated_at }));
+    const rows = await this.core.admin<{ name: Tier; quotas: Record<PlanQuotaKey, number | null>; features: string[]; is_default: boolean; trial_of: string | null; updated_at: Date }[]>`
+      select name, quotas, features, is_default, trial_of, updated_at from tenantry_catalog.tiers order by position, name`;
+    return rows.map((r) => ({ name: r.name, quotas: r.quotas, features: r.features, default: r.is_default, trialOf: r.trial_of, updatedAt: r.updated_at }));
   }
 
   async getTier(name: string): Promise<TierInfo> {
-    const tier = validateTier(name);
+    const tier = validateTier(name, this.core.plans.tierNames());
     const t = (await this.listTiers()).find((x) => x.name === tier);
     if (!t) throw new TenantryError('INVALID_TIER', `Tier ${tier} is missing from the catalog.`);
     return t;
@@ -89,10 +106,10 @@ export class QuotaService {
 
   /** Edits a tier's quotas (merged) and/or its feature set (replaced); audited on the installation's chain. */
   async updateTier(name: string, change: { quotas?: Partial<Record<string, number>>; features?: string[] }, who: AuditActor = {}): Promise<TierInfo> {
-    const tier = validateTier(name);
+    const tier = validateTier(name, this.core.plans.tierNames());
     if (!change || typeof change !== 'object') throw new TenantryError('INVALID_INPUT', 'updateTier() takes { quotas?, features? }.');
     const quotas: Record<string, number> = {};
-    for (const [k, v] of Object.entries(change.quotas ?? {})) quotas[validateQuotaName(k)] = validateLimit(v, k);
+    for (const [k, v] of Object.entries(change.quotas ?? {})) quotas[this.core.plans.validateQuotaName(k)] = validateLimit(v, k);
     const features = change.features === undefined ? undefined : change.features.map(validateFeature);
     await this.core.admin.begin(async (tx) => {
       const [before] = await tx<{ quotas: Record<string, number>; features: string[] }[]>`select quotas, features from tenantry_catalog.tiers where name = ${tier} for update`;
@@ -112,23 +129,24 @@ export class QuotaService {
   // ---- quotas ----
 
   /** Each quota's limit for a tenant: its override if set, else its tier's. */
-  async effectiveQuotas(idOrSlug: string): Promise<Record<QuotaName, EffectiveQuota>> {
+  async effectiveQuotas(idOrSlug: string): Promise<Record<PlanQuotaKey, EffectiveQuota>> {
     const t = await this.tenants.get(idOrSlug);
-    const rows = await this.core.admin<{ quota: string; limit_value: string; source: 'tier' | 'override' }[]>`
-      select q.key as quota, coalesce(o.limit_value, q.value::bigint) as limit_value,
+    const rows = await this.core.admin<{ quota: string; limit_value: string | null; source: 'tier' | 'override' }[]>`
+      select q.key as quota, coalesce(o.limit_value, case when q.value is null then ${UNLIMITED}::bigint else q.value::bigint end) as limit_value,
              case when o.limit_value is null then 'tier' else 'override' end as source
       from tenantry_catalog.tiers ti, jsonb_each_text(ti.quotas) q
       left join tenantry_catalog.quota_overrides o on o.tenant_id = ${t.id} and o.quota = q.key
       where ti.name = ${t.tier}`;
-    const out = {} as Record<QuotaName, EffectiveQuota>;
-    for (const r of rows) if ((QUOTAS as readonly string[]).includes(r.quota)) out[r.quota as QuotaName] = { limit: Number(r.limit_value), source: r.source };
+    const out = {} as Record<PlanQuotaKey, EffectiveQuota>;
+    const known = this.core.plans.quotaNames();
+    for (const r of rows) if (known.includes(r.quota)) out[r.quota as PlanQuotaKey] = { limit: toLimit(r.limit_value), source: r.source };
     return out;
   }
 
   /** Sets per-tenant overrides (a number) or removes them (null); audited. */
-  async setOverrides(idOrSlug: string, overrides: Record<string, number | null>, who: AuditActor = {}): Promise<Record<QuotaName, EffectiveQuota>> {
+  async setOverrides(idOrSlug: string, overrides: Record<string, number | null>, who: AuditActor = {}): Promise<Record<PlanQuotaKey, EffectiveQuota>> {
     if (!overrides || typeof overrides !== 'object' || Array.isArray(overrides)) throw new TenantryError('INVALID_INPUT', 'Quota overrides are an object like { max_agents: 500 } (null removes one).');
-    const entries = Object.entries(overrides).map(([k, v]) => [validateQuotaName(k), v === null ? null : validateLimit(v, k)] as const);
+    const entries = Object.entries(overrides).map(([k, v]) => [this.core.plans.validateQuotaName(k), v === null ? null : validateLimit(v, k)] as const);
     if (entries.length === 0) throw new TenantryError('INVALID_INPUT', 'Name at least one quota to override.');
     const t = await this.tenants.get(idOrSlug);
     await this.core.admin.begin(async (tx) => {
@@ -155,11 +173,11 @@ export class QuotaService {
    * row it locks, so concurrent debits never overshoot, and a window that has passed restarts in the
    * same statement. A retry with the same idempotency key is applied once.
    */
-  async increment(idOrSlug: string, metricName: string, amount = 1, opts: { idempotencyKey?: string } = {}): Promise<IncrementResult> {
-    const metric = validateMetric(metricName);
-    const def = METRICS[metric];
+  async increment(idOrSlug: string, metricName: DebitMetricName, amount = 1, opts: { idempotencyKey?: string } = {}): Promise<IncrementResult> {
+    const def = this.core.plans.metric(metricName);
+    const metric = def.name as MetricName;
     if (def.kind !== 'count' && def.kind !== 'window') {
-      throw new TenantryError('INVALID_INPUT', `${metric} is a ${def.kind} metric: ${def.kind === 'lease' ? 'use acquireLease/releaseLease' : 'it is measured, not debited (refreshStorage)'}.`);
+      throw new TenantryError('INVALID_INPUT', `${metric} is a ${def.kind} metric: ${def.kind === 'lease' ? 'use acquireLease/releaseLease' : def.source === 'storage' ? 'it is measured, not debited (refreshStorage)' : 'set it with setGauge'}.`);
     }
     const n = validateAmount(amount);
     const key = opts.idempotencyKey;
@@ -183,7 +201,7 @@ export class QuotaService {
         // while holding this one deadlocks once every pooled connection is a replay waiting here
         const [lim] = await tx<{ limit_value: string }[]>`
           select tenantry_catalog.quota_limit(${tenant.id}, ${def.quota}) as limit_value`;
-        return { metric, used: Number(prior!.used_after), limit: Number(lim!.limit_value), replayed: true };
+        return { metric, used: Number(prior!.used_after), limit: toLimit(lim!.limit_value), replayed: true };
       }
       const r = await this.debit(tx, tenant, metric, n);
       await tx`update tenantry_catalog.usage_idempotency set used_after = ${r.used} where tenant_id = ${tenant.id} and idempotency_key = ${key}`;
@@ -192,16 +210,22 @@ export class QuotaService {
   }
 
   /** Lowers a count metric (an agent deleted, a user removed); never below zero. */
-  async decrement(idOrSlug: string, metricName: string, amount = 1): Promise<{ metric: MetricName; used: number }> {
-    const metric = validateMetric(metricName);
-    if (METRICS[metric].kind !== 'count') throw new TenantryError('INVALID_INPUT', `Only count metrics go down; ${metric} is ${METRICS[metric].kind}.`);
+  async decrement(idOrSlug: string, metricName: CountMetricName, amount = 1): Promise<{ metric: MetricName; used: number }> {
+    const def = this.core.plans.metric(metricName);
+    const metric = def.name as MetricName;
+    if (def.kind !== 'count') throw new TenantryError('INVALID_INPUT', `Only count metrics go down; ${metric} is ${def.kind}.`);
     const n = validateAmount(amount);
     const t = await this.tenants.get(idOrSlug);
     return { metric, used: await this.credit(this.core.admin, t.id, metric, n) };
   }
 
+  /** Whether the plans in force declare this metric (members count against `users` only where they do). */
+  meters(metric: string): boolean {
+    return this.core.plans.hasMetric(metric);
+  }
+
   /** The credit statement, shared with members (a removed member frees a max_users slot). */
-  async credit(sql: Sql | TransactionSql, tenantId: string, metric: MetricName, n: number): Promise<number> {
+  async credit(sql: Sql | TransactionSql, tenantId: string, metric: string, n: number): Promise<number> {
     const [r] = await sql<{ used: string }[]>`
       update tenantry_catalog.usage_counters set used = greatest(used - ${n}, 0), updated_at = now()
       where tenant_id = ${tenantId} and metric = ${metric} returning used`;
@@ -209,10 +233,11 @@ export class QuotaService {
   }
 
   /** The debit statement, shared with members (max_users) so both paths enforce the same way. */
-  async debit(sql: Sql | TransactionSql, tenant: Tenant, metric: MetricName, n: number): Promise<IncrementResult> {
-    const def = METRICS[metric];
+  async debit(sql: Sql | TransactionSql, tenant: Tenant, metricName: string, n: number): Promise<IncrementResult> {
+    const def = this.core.plans.metric(metricName);
+    const metric = def.name as MetricName;
     const windowed = def.kind === 'window';
-    const unit = windowed ? WINDOW_SQL[(def as { window: WindowUnit }).window] : null;
+    const unit = windowed ? WINDOW_SQL[def.window!] : null;
     for (let attempt = 0; attempt < 2; attempt++) {
       const rows = await sql<{ used: string; limit_value: string }[]>`
         with lim as (
@@ -233,7 +258,7 @@ export class QuotaService {
           on conflict (tenant_id, metric, day) do update set amount = usage_daily.amount + excluded.amount
         )
         select used, limit_value from upd`;
-      if (rows[0]) return { metric, used: Number(rows[0].used), limit: Number(rows[0].limit_value), replayed: false };
+      if (rows[0]) return { metric, used: Number(rows[0].used), limit: toLimit(rows[0].limit_value), replayed: false };
       // no row updated: either the counter does not exist yet, or the debit would pass the limit.
       // Retry once after making sure the row exists, also when this insert found it already there:
       // a concurrent first debit may have created it after our UPDATE looked (the insert waits for
@@ -250,7 +275,7 @@ export class QuotaService {
       where c.tenant_id = ${tenant.id} and c.metric = ${metric}`;
     const used = cur?.current ? Number(cur.used) : 0;
     this.core.events.emit('quotaRejected', { metric, tenantId: tenant.id });
-    const limit = Number(cur?.limit_value ?? 0);
+    const limit = toLimit(cur?.limit_value ?? 0);
     throw new TenantryError('QUOTA_EXCEEDED', `Quota ${def.quota} of tenant "${tenant.slug}" would be exceeded: ${used} used of ${limit}, ${n} more requested${windowed ? ` (resets each ${unit})` : ''}. Raise the tier or override the quota.`, { tenantId: tenant.id, metric, quota: def.quota, used, limit, requested: n });
   }
 
@@ -258,11 +283,11 @@ export class QuotaService {
    * Takes one concurrency slot for `ttlSeconds`; a holder that crashes frees its slot when the lease
    * expires. Acquisitions for one tenant and metric serialise on its counter row.
    */
-  async acquireLease(idOrSlug: string, metricName: string, opts: { ttlSeconds?: number } = {}): Promise<{ leaseId: string; expiresAt: Date; used: number; limit: number }> {
-    const metric = validateMetric(metricName);
-    const def = METRICS[metric];
+  async acquireLease(idOrSlug: string, metricName: LeaseMetricName, opts: { ttlSeconds?: number } = {}): Promise<{ leaseId: string; expiresAt: Date; used: number; limit: number | null }> {
+    const def = this.core.plans.metric(metricName);
+    const metric = def.name as MetricName;
     if (def.kind !== 'lease') throw new TenantryError('INVALID_INPUT', `${metric} is not a lease metric; use increment.`);
-    const ttl = opts.ttlSeconds ?? 300;
+    const ttl = opts.ttlSeconds ?? def.ttlSeconds ?? 300;
     if (!Number.isInteger(ttl) || ttl < 1 || ttl > 86_400) throw new TenantryError('INVALID_INPUT', 'ttlSeconds must be an integer from 1 to 86400.');
     const tenant = await this.tenants.resolveForWork(idOrSlug);
     return this.core.admin.begin(async (tx) => {
@@ -275,8 +300,8 @@ export class QuotaService {
       await tx`delete from tenantry_catalog.usage_leases where tenant_id = ${tenant.id} and metric = ${metric} and expires_at <= clock_timestamp()`;
       const [h] = await tx<{ held: number }[]>`select count(*)::int as held from tenantry_catalog.usage_leases where tenant_id = ${tenant.id} and metric = ${metric}`;
       const held = h!.held;
-      const limit = Number(lim!.limit_value);
-      if (held + 1 > limit) {
+      const limit = toLimit(lim!.limit_value);
+      if (limit !== null && held + 1 > limit) {
         this.core.events.emit('quotaRejected', { metric, tenantId: tenant.id });
         throw new TenantryError('QUOTA_EXCEEDED', `All ${limit} ${def.quota} slots of tenant "${tenant.slug}" are taken; release one, wait for a lease to expire, or raise the quota.`, { tenantId: tenant.id, metric, quota: def.quota, used: held, limit, requested: 1 });
       }
@@ -315,39 +340,72 @@ export class QuotaService {
 
   // ---- reporting ----
 
-  /** Usage, limit and utilization per metric; `atRisk` when any metric is over 90% of its limit. */
+  /**
+   * Usage, limit and utilization per declared metric; `atRisk` when any metric is over 90% of its
+   * limit, `overQuota` (and the line's `overLimit`) when usage is above it, as after a downgrade.
+   */
   async summary(idOrSlug: string): Promise<UsageSummary> {
     const t = await this.tenants.get(idOrSlug);
-    const limits = await this.effectiveQuotas(t.id);
+    const limits = await this.effectiveQuotas(t.id) as Record<string, EffectiveQuota | undefined>;
     const counters = await this.core.admin<{ metric: string; used: string; window_start: Date | null }[]>`
       select metric, used, window_start from tenantry_catalog.usage_counters where tenant_id = ${t.id}`;
-    const [leases] = await this.core.admin<{ n: number }[]>`
-      select count(*)::int as n from tenantry_catalog.usage_leases where tenant_id = ${t.id} and expires_at > clock_timestamp()`;
+    const leases = await this.core.admin<{ metric: string; n: number }[]>`
+      select metric, count(*)::int as n from tenantry_catalog.usage_leases where tenant_id = ${t.id} and expires_at > clock_timestamp() group by metric`;
     const [now] = await this.core.admin<{ minute: Date; hour: Date; day: Date; month: Date }[]>`
       select date_trunc('minute', now()) as minute, date_trunc('hour', now()) as hour, date_trunc('day', now()) as day, date_trunc('month', now()) as month`;
     const byMetric = new Map(counters.map((c) => [c.metric, c]));
-    const metrics: UsageLine[] = (Object.keys(METRICS) as MetricName[]).map((metric) => {
-      const def = METRICS[metric];
-      const c = byMetric.get(metric);
+    const held = new Map(leases.map((l) => [l.metric, l.n]));
+    const metrics: UsageLine[] = this.core.plans.plans.metrics.map((def) => {
+      const c = byMetric.get(def.name);
       let used = Number(c?.used ?? 0);
       let windowStart: Date | null = null;
       if (def.kind === 'window') {
-        windowStart = now![(def as { window: WindowUnit }).window];
+        windowStart = now![def.window!];
         if (!c?.window_start || c.window_start.getTime() !== windowStart.getTime()) used = 0;
       }
-      if (def.kind === 'lease') used = leases?.n ?? 0;
-      const limit = (limits[def.quota]?.limit ?? 0) * def.scale;
-      const utilization = limit === 0 ? (used > 0 ? 100 : 0) : Math.round((used / limit) * 1000) / 10;
-      return { metric, kind: def.kind, quota: def.quota, used, limit, utilization, windowStart };
+      if (def.kind === 'lease') used = held.get(def.name) ?? 0;
+      const quotaLimit = limits[def.quota]?.limit;
+      const limit = quotaLimit === null ? null : (quotaLimit ?? 0) * (def.kind === 'gauge' ? def.scale : 1);
+      const utilization = limit === null ? 0 : limit === 0 ? (used > 0 ? 100 : 0) : Math.round((used / limit) * 1000) / 10;
+      return { metric: def.name as MetricName, kind: def.kind, quota: def.quota as PlanQuotaKey, used, limit, utilization, windowStart };
     });
-    return { tenantId: t.id, tier: t.tier, metrics, atRisk: metrics.some((m) => m.utilization > 90) };
+    const overLimit: string[] = metrics.filter((m) => m.limit !== null && m.used > m.limit).map((m) => m.metric);
+    return { tenantId: t.id, tier: t.tier, metrics, atRisk: metrics.some((m) => m.utilization > 90), overQuota: overLimit.length > 0, overLimit };
+  }
+
+  /**
+   * Sets an app gauge (a level the app measures itself, such as bandwidth this month) to `value`, in
+   * the metric's measured units. A value above the limit is refused with QUOTA_EXCEEDED and not
+   * recorded, exactly like a debit that would pass it.
+   */
+  async setGauge(idOrSlug: string, metricName: GaugeMetricName, value: number): Promise<IncrementResult> {
+    const def = this.core.plans.metric(metricName);
+    if (def.kind !== 'gauge' || def.source !== 'app') {
+      throw new TenantryError('INVALID_INPUT', `${def.name} is not a gauge the app sets${def.source === 'storage' ? ' (it is measured: refreshStorage)' : ''}.`);
+    }
+    if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || value > 1e15) {
+      throw new TenantryError('INVALID_INPUT', `A gauge value is a whole number from 0 to 1e15, got ${JSON.stringify(value)}.`, { field: 'value' });
+    }
+    const tenant = await this.tenants.resolveForWork(idOrSlug);
+    // the limit check and the write are one statement, as for debits
+    const rows = await this.core.admin<{ used: string; limit_value: string }[]>`
+      with lim as (select tenantry_catalog.quota_limit(${tenant.id}, ${def.quota})::numeric * ${def.scale} as limit_value)
+      insert into tenantry_catalog.usage_counters (tenant_id, metric, used)
+      select ${tenant.id}, ${def.name}, ${value} from lim where ${value} <= lim.limit_value
+      on conflict (tenant_id, metric) do update set used = excluded.used, updated_at = now()
+      returning used, (select limit_value from lim)::text as limit_value`;
+    if (rows[0]) return { metric: def.name as MetricName, used: Number(rows[0].used), limit: gaugeLimit(rows[0].limit_value), replayed: false };
+    const [lim] = await this.core.admin<{ limit_value: string }[]>`select (tenantry_catalog.quota_limit(${tenant.id}, ${def.quota})::numeric * ${def.scale})::text as limit_value`;
+    const limit = gaugeLimit(lim!.limit_value);
+    this.core.events.emit('quotaRejected', { metric: def.name, tenantId: tenant.id });
+    throw new TenantryError('QUOTA_EXCEEDED', `Quota ${def.quota} of tenant "${tenant.slug}" would be exceeded: ${def.name} ${value} is over its limit of ${limit}. Raise the tier or override the quota.`, { tenantId: tenant.id, metric: def.name, quota: def.quota, used: value, limit, requested: value });
   }
 
   /** Usage totals per day or month, for one tenant or all; the billing export's source. */
   async history(opts: { tenant?: string; metric?: string; from?: Date; to?: Date; period?: 'day' | 'month' } = {}): Promise<UsageHistoryRow[]> {
     const period = opts.period ?? 'day';
     if (period !== 'day' && period !== 'month') throw new TenantryError('INVALID_INPUT', 'period must be day or month.');
-    const metric = opts.metric === undefined ? undefined : validateMetric(opts.metric);
+    const metric = opts.metric === undefined ? undefined : this.core.plans.metric(opts.metric).name;
     for (const [k, v] of [['from', opts.from], ['to', opts.to]] as const) {
       if (v !== undefined && (!(v instanceof Date) || Number.isNaN(v.getTime()))) throw new TenantryError('INVALID_INPUT', `${k} must be a valid date.`);
     }
@@ -413,9 +471,13 @@ export class QuotaService {
         return total;
       });
     }
-    await this.core.admin`
-      insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${t.id}, 'storage_bytes', ${bytes})
-      on conflict (tenant_id, metric) do update set used = excluded.used, updated_at = now()`;
+    // recorded as the plans' measured-storage gauge, when they declare one
+    const gauge = this.core.plans.plans.metrics.find((m) => m.kind === 'gauge' && m.source === 'storage');
+    if (gauge) {
+      await this.core.admin`
+        insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${t.id}, ${gauge.name}, ${bytes})
+        on conflict (tenant_id, metric) do update set used = excluded.used, updated_at = now()`;
+    }
     return bytes;
   }
 
@@ -453,6 +515,11 @@ export function validateFeature(f: unknown): string {
     throw new TenantryError('INVALID_INPUT', `A feature name is 1-63 chars of [a-z0-9_] starting with a letter, got ${JSON.stringify(f)}.`);
   }
   return f;
+}
+
+/** A gauge's limit in measured units (null: unlimited). */
+function gaugeLimit(text: string): number | null {
+  return BigInt(text.split('.')[0]!) >= BigInt(UNLIMITED) ? null : Number(text);
 }
 
 function isUuidLike(v: unknown): v is string {

@@ -231,7 +231,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     void reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
   });
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/openapi.json', { schema: { hide: true } }, async () => planEnums(app.swagger(), tenantry));
 
   // ---- operator: tenants ----
 
@@ -370,6 +370,39 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   app.get('/v1/tenants/:id/audit', { schema: { tags: ['audit'], summary: 'Audit entries, newest first', security: bearer, params: S.IdParams, querystring: S.AuditQuery, response: { 200: { type: 'object', properties: { items: { type: 'array', items: S.AuditEntrySchema }, nextCursor: { type: ['string', 'null'] } } }, ...problemResponses } } }, async (req) => {
     const t = await access(req, (req.params as { id: string }).id, 'admin');
     const q = req.query as Static<typeof S.AuditQuery>;
+  app.post('/v1/tenants/:id/leases', { schema: { tags: ['quotas'], summary: 'Take a concurrency slot of a lease metric (freed on release or expiry)', security: bearer, params: S.IdParams, body: S.LeaseBody, response: { 201: S.LeaseSchema, ...problemResponses } } }, async (req, reply) => {
+    const t = await access(req, (req.params as { id: string }).id, 'write');
+    const b = req.body as Static<typeof S.LeaseBody>;
+    return reply.status(201).send(plain(await tenantry.quotas.acquireLease(t.id, b.metric, b.ttlSeconds !== undefined ? { ttlSeconds: b.ttlSeconds } : {})));
+  });
+  app.delete('/v1/tenants/:id/leases/:leaseId', { schema: { tags: ['quotas'], summary: 'Release a lease', security: bearer, params: S.LeaseParams, response: { 200: { type: 'object', properties: { released: { type: 'boolean' } } }, ...problemResponses } } }, async (req) => {
+    const p = req.params as Static<typeof S.LeaseParams>;
+    const t = await access(req, p.id, 'write');
+    return { released: await tenantry.quotas.releaseLease(t.id, p.leaseId) };
+  });
+  app.put('/v1/tenants/:id/gauges/:metric', { schema: { tags: ['quotas'], summary: 'Set a gauge the app measures (refused above its limit)', security: bearer, params: S.GaugeParams, body: S.GaugeBody, response: { 200: S.IncrementResultSchema, ...problemResponses } } }, async (req) => {
+    const p = req.params as Static<typeof S.GaugeParams>;
+    const t = await access(req, p.id, 'write');
+    return tenantry.quotas.setGauge(t.id, p.metric, (req.body as Static<typeof S.GaugeBody>).value);
+  });
+
+  // ---- plans ----
+
+  app.get('/v1/plans', { schema: { tags: ['plans'], summary: 'The plans in force: metrics, tiers in order, features', security: bearer, response: { 200: S.PlansViewSchema, ...problemResponses } } }, async (req) => {
+    // the plans are the same for every tenant (a price list, not a tenant's data): any key that may read
+    const p = req.principal!;
+    if (p.kind === 'tenant' && !p.permissions.includes('read')) throw new TenantryError('FORBIDDEN', `This API key lacks the "read" scope (it has: ${p.permissions.join(', ') || 'none'}).`);
+    const file = tenantry.plans.status();
+    return { plans: tenantry.plans.document(), file: file ?? null };
+  });
+  app.put('/v1/plans', { schema: { tags: ['plans'], summary: 'Apply a plan file (refused when it would strand tenants or usage; dryRun: only the diff)', security: bearer, body: S.PutPlansBody, response: { 200: S.PlanDiffSchema, ...problemResponses } } }, async (req) => {
+    operatorOnly(req);
+    const b = req.body as Static<typeof S.PutPlansBody>;
+    const opts = { ...(b.moveTenants !== undefined ? { moveTenants: b.moveTenants } : {}), ...(b.dropHistory !== undefined ? { dropHistory: b.dropHistory } : {}) };
+    if (b.dryRun) return { applied: false, ...(await tenantry.plans.diff(b.plans, opts)) };
+    return { applied: true, ...(await tenantry.plans.apply(b.plans, opts, actor(req))) };
+  });
+
     const limit = q.limit ?? 50;
     const items = await tenantry.audit(t.id, { limit, ...(q.cursor ? { before: q.cursor } : {}) });
     return { items: plain(items), nextCursor: items.length === limit ? items[items.length - 1]!.id : null };
@@ -435,5 +468,35 @@ export function toProblem(err: unknown, requestId: string): Problem {
     return { type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: e.statusCode, detail: e.message ?? 'Bad request.', code: 'INVALID_INPUT', requestId };
   }
   return { type: 'about:blank', title: 'Internal error', status: 500, detail: 'An internal error occurred; the request id identifies it in the server log.', code: 'INTERNAL', requestId };
+}
+
+/**
+ * The OpenAPI document with the plans' names as enums: every schema marked with PlanName(...) lists
+ * the metrics, tiers, quotas or features declared now (a plan applied while the server runs shows at
+ * once). A copy: the cached document keeps its markers.
+ */
+function planEnums(doc: unknown, tenantry: Tenantry): unknown {
+  const plans = tenantry.plans.current();
+  const names: Record<string, string[]> = {
+    metric: plans.metrics.map((m) => m.name),
+    tier: plans.tiers.map((t) => t.name),
+    quota: [...new Set([...plans.metrics.map((m) => m.quota), 'api_calls_per_minute', 'data_retention_days'])],
+    feature: plans.features.map((f) => f.name),
+  };
+  const walk = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(walk);
+    if (!v || typeof v !== 'object') return v;
+    const out: Record<string, unknown> = {};
+    for (const [k, x] of Object.entries(v)) out[k] = walk(x);
+    const mark = out.$comment;
+    if (typeof mark === 'string' && mark.startsWith(S.PLAN_NAME_MARK)) {
+      const of = mark.slice(S.PLAN_NAME_MARK.length);
+      delete out.$comment;
+      delete out.pattern;
+      out.enum = names[of] ?? [];
+    }
+    return out;
+  };
+  return walk(doc);
 }
 

@@ -1,12 +1,21 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { TIERS, ISOLATION_MODES, TENANT_STATUSES } from '../tenants/model.js';
-import { QUOTAS, METRICS } from '../quotas/metrics.js';
+import { ISOLATION_MODES, TENANT_STATUSES } from '../tenants/model.js';
 import { SCOPES } from '../keys/api-keys.js';
 import { MEMBER_ROLES } from '../members/roles.js';
 
 const literalUnion = <T extends readonly string[]>(values: T) => Type.Union(values.map((v) => Type.Literal(v)));
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 const DateTime = Type.String({ format: 'date-time' });
+
+/**
+ * Names that come from the app's plans (metrics, tiers, quotas, features). Validation takes any
+ * well-formed name and the library refuses an undeclared one (so a plan applied while the server runs
+ * counts at once); the OpenAPI document lists the declared names as an enum wherever this marker is
+ * (see planEnums in app.ts).
+ */
+export const PLAN_NAME_MARK = 'tenantry:plan-names:';
+export const PlanName = (of: 'metric' | 'tier' | 'quota' | 'feature', extra: Record<string, unknown> = {}) =>
+  Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z][A-Za-z0-9_-]*$', $comment: `${PLAN_NAME_MARK}${of}`, ...extra });
 
 // ---- responses ----
 
@@ -15,7 +24,7 @@ export const TenantSchema = Type.Object({
   slug: Type.String(),
   name: Type.String(),
   status: literalUnion(TENANT_STATUSES),
-  tier: literalUnion(TIERS),
+  tier: PlanName('tier'),
   isolation: literalUnion(ISOLATION_MODES),
   trialEndsAt: Nullable(DateTime),
   suspendedReason: Nullable(Type.String()),
@@ -38,19 +47,50 @@ export const ProblemSchema = Type.Object({
 
 export const TenantPage = Type.Object({ items: Type.Array(Type.Ref('Tenant')), nextCursor: Nullable(Type.String()) });
 
-export const EffectiveQuotasSchema = Type.Record(Type.String(), Type.Object({ limit: Type.Integer(), source: literalUnion(['tier', 'override'] as const) }));
+export const EffectiveQuotasSchema = Type.Record(Type.String(), Type.Object({ limit: Nullable(Type.Integer({ description: 'null: unlimited' })), source: literalUnion(['tier', 'override'] as const) }));
 
 export const UsageSummarySchema = Type.Object({
   tenantId: Type.String(),
   tier: Type.String(),
   atRisk: Type.Boolean(),
+  overQuota: Type.Boolean({ description: 'a metric is above its limit (after a downgrade): its debits are refused' }),
+  overLimit: Type.Array(PlanName('metric'), { description: 'the metrics above their limit' }),
   metrics: Type.Array(Type.Object({
-    metric: Type.String(), kind: Type.String(), quota: Type.String(), used: Type.Number(), limit: Type.Number(),
+    metric: PlanName('metric'), kind: literalUnion(['count', 'window', 'lease', 'gauge'] as const), quota: PlanName('quota'),
+    used: Type.Number(), limit: Nullable(Type.Number({ description: 'null: unlimited' })),
     utilization: Type.Number(), windowStart: Nullable(DateTime),
   })),
 });
 
-export const IncrementResultSchema = Type.Object({ metric: Type.String(), used: Type.Number(), limit: Type.Number(), replayed: Type.Boolean() });
+export const IncrementResultSchema = Type.Object({ metric: PlanName('metric'), used: Type.Number(), limit: Nullable(Type.Number({ description: 'null: unlimited' })), replayed: Type.Boolean() });
+export const LeaseSchema = Type.Object({ leaseId: Type.String({ format: 'uuid' }), expiresAt: DateTime, used: Type.Integer(), limit: Nullable(Type.Integer()) });
+
+const PlanLimit = Type.Union([Type.Integer({ minimum: 0 }), Type.Literal('unlimited')]);
+/** A plan as GET /v1/plans shows it and PUT /v1/plans takes it (the plan file's own shape). */
+export const PlansDocumentSchema = Type.Object({
+  $schema: Type.Optional(Type.String()),
+  metrics: Type.Array(Type.Record(Type.String(), Type.Unknown())),
+  features: Type.Array(Type.Object({ name: PlanName('feature'), description: Type.String() })),
+  tiers: Type.Array(Type.Object({
+    name: PlanName('tier'), default: Type.Optional(Type.Boolean()), trialOf: Type.Optional(Type.String()),
+    limits: Type.Record(Type.String(), PlanLimit), features: Type.Array(Type.String()),
+    rateLimit: Type.Integer(), retentionDays: Type.Integer(),
+  })),
+});
+const PlanChangeSchema = Type.Object({ change: Type.String(), target: Type.String(), from: Type.Optional(Type.Unknown()), to: Type.Optional(Type.Unknown()) });
+export const PlansViewSchema = Type.Object({
+  plans: PlansDocumentSchema,
+  file: Nullable(Type.Object({ path: Type.String(), differs: Type.Boolean(), changes: Type.Array(PlanChangeSchema) })),
+});
+export const PlanDiffSchema = Type.Object({
+  applied: Type.Boolean(),
+  identical: Type.Boolean(),
+  changes: Type.Array(PlanChangeSchema),
+  refusals: Type.Array(Type.Object({ code: Type.String(), target: Type.String(), message: Type.String(), tenants: Type.Integer() })),
+  moves: Type.Array(Type.Object({ tenantId: Type.String(), slug: Type.String(), from: Type.String(), to: Type.String() })),
+  overLimit: Type.Array(Type.Object({ tenantId: Type.String(), slug: Type.String(), metric: Type.String(), used: Type.Number(), limit: Type.Number() })),
+  tenantsAffected: Type.Integer(),
+});
 
 export const ApiKeySchema = Type.Object({
   id: Type.String(), tenantId: Type.String(), name: Type.String(), scopes: Type.Array(Type.String()),
@@ -107,9 +147,9 @@ export const SuspendBody = Type.Object({ reason: Type.String({ minLength: 1, max
 export const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
 export const DeleteQuery = Type.Object({ hard: Type.Optional(Type.Boolean()), force: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
 // Partial: a Record over literal keys makes every key required, and an override names only the quotas it changes
-export const QuotasBody = Type.Partial(Type.Record(literalUnion(QUOTAS), Nullable(Type.Integer({ minimum: 0 })), { additionalProperties: false, minProperties: 1 }));
+export const QuotasBody = Type.Record(Type.String({ maxLength: 63 }), Nullable(Type.Integer({ minimum: 0 })), { minProperties: 1, maxProperties: 200, propertyNames: PlanName('quota') });
 export const UsageBody = Type.Object({
-  metric: literalUnion(Object.keys(METRICS) as (keyof typeof METRICS)[]),
+  metric: PlanName('metric'),
   amount: Type.Integer({ minimum: 1, maximum: 1_000_000_000_000 }),
   idempotencyKey: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
 }, { additionalProperties: false });
@@ -136,3 +176,13 @@ export const SqlBody = Type.Object({
   readOnly: Type.Optional(Type.Boolean()),
 }, { additionalProperties: false });
 export const SlugParams = Type.Object({ slug: Type.String({ maxLength: 64 }) });
+export const LeaseBody = Type.Object({ metric: PlanName('metric'), ttlSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 86_400 })) }, { additionalProperties: false });
+export const LeaseParams = Type.Object({ id: Type.String({ maxLength: 64 }), leaseId: Type.String({ maxLength: 64 }) });
+export const GaugeParams = Type.Object({ id: Type.String({ maxLength: 64 }), metric: PlanName('metric') });
+export const GaugeBody = Type.Object({ value: Type.Integer({ minimum: 0, maximum: 1_000_000_000_000_000 }) }, { additionalProperties: false });
+export const PutPlansBody = Type.Object({
+  plans: Type.Record(Type.String(), Type.Unknown(), { description: 'the plan file\'s content (tenantry.plans.json)' }),
+  moveTenants: Type.Optional(PlanName('tier', { description: 'tenants on a removed tier move here' })),
+  dropHistory: Type.Optional(Type.Boolean({ description: 'removing a metric deletes its recorded usage' })),
+  dryRun: Type.Optional(Type.Boolean({ description: 'only show the diff' })),
+}, { additionalProperties: false });

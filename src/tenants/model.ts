@@ -3,8 +3,10 @@ import { TenantryError } from '../errors.js';
 export const ISOLATION_MODES = ['pooled', 'schema', 'database'] as const;
 export type Isolation = (typeof ISOLATION_MODES)[number];
 
+/** The built-in (agent platform) tiers; an app's plan file declares its own. */
 export const TIERS = ['free', 'starter', 'professional', 'enterprise', 'custom'] as const;
-export type Tier = (typeof TIERS)[number];
+/** A tier name: the app's own when `tenantry plans types` generated them, else the built-in ones. */
+export type Tier = import('../plans/plan-types.js').TenantryPlanTypes extends { tier: infer T extends string } ? T : (typeof TIERS)[number];
 
 export const TENANT_STATUSES = ['provisioning', 'active', 'trial', 'suspended', 'deleted'] as const;
 export type TenantStatus = (typeof TENANT_STATUSES)[number];
@@ -67,10 +69,11 @@ export function toTenant(r: TenantRow): Tenant {
   };
 }
 
-export function validateTier(tier: unknown): Tier {
+/** A tier the plans in force declare (`known`, in their order); names are case-insensitive. */
+export function validateTier(tier: unknown, known: readonly string[]): Tier {
   const t = typeof tier === 'string' ? tier.toLowerCase() : tier;
-  if (typeof t !== 'string' || !(TIERS as readonly string[]).includes(t)) {
-    throw new TenantryError('INVALID_TIER', `Unknown tier ${JSON.stringify(tier)}; use one of ${TIERS.join(', ')}.`, { tier });
+  if (typeof t !== 'string' || !known.includes(t)) {
+    throw new TenantryError('INVALID_TIER', `Unknown tier ${JSON.stringify(tier)}; use one of ${known.join(', ')}.`, { tier });
   }
   return t as Tier;
 }

@@ -100,7 +100,7 @@ export class TenantService {
       throw new TenantryError('INVALID_INPUT', `limit must be an integer from 1 to 500, got ${String(opts.limit)}.`);
     }
     const status = opts.status === undefined ? undefined : validateStatus(opts.status);
-    const tier = opts.tier === undefined ? undefined : validateTier(opts.tier);
+    const tier = opts.tier === undefined ? undefined : validateTier(opts.tier, this.core.plans.tierNames());
     const isolation = opts.isolation === undefined ? undefined : validateIsolation(opts.isolation);
     let after = 0n;
     if (opts.cursor !== undefined) {
@@ -127,7 +127,7 @@ export class TenantService {
     const unknown = Object.keys(input).filter((k) => !['name', 'tier', 'metadata'].includes(k));
     if (unknown.length) throw new TenantryError('INVALID_INPUT', `update() accepts name, tier and metadata; not ${unknown.join(', ')}.`);
     const name = input.name === undefined ? undefined : validateName(input.name);
-    const tier = input.tier === undefined ? undefined : validateTier(input.tier);
+    const tier = input.tier === undefined ? undefined : validateTier(input.tier, this.core.plans.tierNames());
     const metadata = input.metadata === undefined ? undefined : validateMetadata(input.metadata);
     return this.transition(idOrSlug, who, 'tenant.updated', ['active', 'trial', 'suspended'], async (tx, before) => {
       const [r] = await tx<TenantRow[]>`
