@@ -5,6 +5,7 @@ import { silentLogger, type Logger } from './logger.js';
 import { TenantryError } from './errors.js';
 import { connect, PoolBudget } from './db/connections.js';
 import { runInTenant, runAsTenantRole, runtimePool, healOnAuthFailure } from './isolation/tenant-transaction.js';
+import { loadSqlGuard, checkTenantSql } from './isolation/sql-guard.js';
 import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { migrateCatalog, catalogVersions } from './catalog/catalog-migrations.js';
 import { ContextSigner } from './isolation/context.js';
@@ -18,10 +19,12 @@ import { ident, literal } from './identifiers.js';
 import { TenantCache } from './tenants/cache.js';
 import { TenantService } from './tenants/tenants.js';
 import { repairInstallation, type RepairReport } from './provisioning/repair.js';
+import { startHealer, stopHealer } from './provisioning/healer.js';
 import { runDoctor, type DoctorReport } from './doctor/doctor.js';
-import { listAudit, type AuditEntry } from './audit/audit.js';
+import { appendAudit, listAudit, type AuditEntry } from './audit/audit.js';
 import { uninstall } from './provisioning/uninstall.js';
 import { OperatorKey } from './keys/operator-key.js';
+import { AuthThrottle } from './ratelimit/auth-throttle.js';
 import { QuotaService } from './quotas/quotas.js';
 import { FeatureService } from './quotas/features.js';
 import { ApiKeyService } from './keys/api-keys.js';
@@ -36,6 +39,7 @@ import { TenantryEventEmitter } from './events.js';
 import { SchemaPool } from './provisioning/schema-pool.js';
 import { PlanState, loadPlans } from './plans/state.js';
 import { PlanService } from './plans/plans.js';
+import { checkingInputs } from './input/safe-text.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
@@ -57,6 +61,8 @@ export class Tenantry {
   readonly members: MemberService;
   /** per-tenant rate limiting (PostgreSQL store by default, Redis with REDIS_URL) */
   readonly rateLimiter: RateLimiter;
+  /** failed authentications throttled per client address and per key id (in memory, per process) */
+  readonly authThrottle: AuthThrottle;
   /** stored responses for the HTTP API's Idempotency-Key */
   readonly idempotency: IdempotencyStore;
   /** the app's plans (metrics, tiers, features): read, diffed against a plan file, applied */
@@ -66,27 +72,44 @@ export class Tenantry {
   private unlisten: (() => Promise<void>) | undefined;
 
   private constructor(private readonly core: Core, private readonly embedded: EmbeddedServer | undefined) {
-    this.tenants = new TenantService(core);
-    this.operatorKey = new OperatorKey(core.admin, core.opts.adminKey);
-    this.idempotency = new IdempotencyStore(core.admin);
+    // every public call checks its text arguments (NUL, lone surrogates, huge values) before PostgreSQL sees them
+    this.tenants = checkingInputs(new TenantService(core));
+    this.operatorKey = checkingInputs(new OperatorKey(core.admin, core.opts.adminKey));
+    this.idempotency = checkingInputs(new IdempotencyStore(core.admin));
     // a changed tenant (a tier change, here or in another process) drops its cached rate limit too
     core.cache.onInvalidate((id) => (id ? this.rateLimits.delete(id) : this.rateLimits.clear()));
-    this.quotas = new QuotaService(core, this.tenants, (tenantId) => {
+    this.quotas = checkingInputs(new QuotaService(core, this.tenants, (tenantId) => {
       if (!tenantId) return this.rateLimits.clear();
       this.rateLimits.delete(tenantId);
       // a new limit starts from a clean slate rather than from state kept under the old interval
       void this.rateLimiter.reset(`tenant:${tenantId}`).catch(() => undefined);
-    });
-    this.features = new FeatureService(core, this.tenants);
-    this.keys = new ApiKeyService(core, this.tenants, core.opts.keyPepper);
-    this.members = new MemberService(core, this.tenants, this.quotas, (tenantId) => this.keys.invalidate(tenantId));
+    }));
+    this.features = checkingInputs(new FeatureService(core, this.tenants));
+    this.keys = checkingInputs(new ApiKeyService(core, this.tenants, core.opts.keyPepper));
+    this.members = checkingInputs(new MemberService(core, this.tenants, this.quotas, (tenantId) => this.keys.invalidate(tenantId)));
     this.tenants.attachKeys(this.keys);
     // applied plans change limits and may move tenants: drop what is cached of either
     this.plans = new PlanService(core, () => { core.cache.clear(); this.rateLimits.clear(); });
-    this.rateLimiter = new RateLimiter(core.opts.redisUrl
+    this.authThrottle = new AuthThrottle({ perAddress: core.opts.authFailuresPerAddress, perKey: core.opts.authFailuresPerKey }, {
+      onFailure: (e) => core.events.emit('authFailed', e),
+      onRefused: (e) => core.events.emit('authRefused', e),
+      onThrottled: (e) => {
+        core.events.emit('authThrottled', { scope: e.scope });
+        // audited once per burst: in the chain of the tenant whose key id is being guessed, when it
+        // is a real one (known in memory, no query), else in the installation's own chain
+        const tenantId = e.keyId ? this.keys.tenantOfKeyId(e.keyId) ?? null : null;
+        void appendAudit(core.admin, {
+          tenantId, actor: `address:${e.address}`, action: 'auth.throttled', target: e.scope === 'key' ? `api_key:${e.keyId}` : `address:${e.address}`,
+          details: { scope: e.scope, address: e.address, keyId: e.keyId, retryAfterSeconds: e.retryAfterSeconds },
+        }).catch((err: unknown) => core.logger.warn({ err }, 'auditing a throttled authentication failed'));
+      },
+    });
+    this.rateLimiter = checkingInputs(new RateLimiter(core.opts.redisUrl
       ? new RedisRateLimitStore(new Redis(core.opts.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false }))
-      : new PostgresRateLimitStore(core.admin));
+      : new PostgresRateLimitStore(core.admin)));
     if (core.opts.storageRefreshSeconds > 0) this.quotas.scheduleStorageRefresh(core.opts.storageRefreshSeconds);
+    // provisionings whose rollback could not finish, and rows abandoned by processes that died
+    startHealer(core);
   }
 
   /**
@@ -211,8 +234,10 @@ export class Tenantry {
         throw err;
       }
     }
+    // after LISTEN, so no key change falls between the load and the first notification
+    t.keys.preload();
     logger.info({ namespace: opts.namespace }, 'tenantry ready');
-    return t;
+    return checkingInputs(t);
   }
 
   /** Events for metrics: provisioned, quotaRejected, rateLimited. */
@@ -268,8 +293,13 @@ export class Tenantry {
     if (!Array.isArray(params)) throw new TenantryError('INVALID_INPUT', 'params must be an array.');
     const maxRows = input.maxRows ?? this.core.opts.sqlMaxRows;
     const timeoutMs = input.timeoutMs ?? this.core.opts.sqlTimeoutMs;
+    // Judged on PostgreSQL's own parse tree before anything is sent (src/isolation/sql-guard.ts): one
+    // data statement on the tenant's own tables, built-in data functions only, no EXPLAIN for pooled tenants.
+    await loadSqlGuard();
+    const tenant = await this.tenants.resolveForWork(idOrSlug);
+    checkTenantSql(input.sql, { isolation: tenant.isolation, schema: tenant.placement.schema });
     try {
-      return await this.withTenantRole(idOrSlug, async (tx) => {
+      return await this.withTenantRole(tenant.id, async (tx) => {
         const rows: Record<string, unknown>[] = [];
         let fields: { name: string; dataTypeId: number }[] = [];
         let truncated = false;
@@ -303,8 +333,11 @@ export class Tenantry {
     } catch (err) {
       const pg = err as { code?: string; message?: string; severity?: string };
       if (pg && typeof pg.code === 'string' && pg.severity) {
-        const code = pg.code === '57014' ? 'SQL_TIMEOUT' : pg.code === '42501' || pg.code === '25006' ? 'FORBIDDEN' : 'SQL_ERROR';
-        throw new TenantryError(code, `${code === 'SQL_TIMEOUT' ? `The statement ran longer than ${timeoutMs} ms and was cancelled` : 'The statement failed'}: ${pg.message} (SQLSTATE ${pg.code}).`, { sqlstate: pg.code }, { cause: err });
+        // 55P03: the statement waited longer than the endpoint's lock_timeout for a lock
+        const code = pg.code === '57014' || pg.code === '55P03' ? 'SQL_TIMEOUT' : pg.code === '42501' || pg.code === '25006' ? 'FORBIDDEN' : 'SQL_ERROR';
+        const why = pg.code === '57014' ? `The statement ran longer than ${timeoutMs} ms and was cancelled`
+          : pg.code === '55P03' ? `The statement waited longer than ${this.core.opts.sqlLockTimeoutMs} ms for a lock and was cancelled` : 'The statement failed';
+        throw new TenantryError(code, `${why}: ${pg.message} (SQLSTATE ${pg.code}).`, { sqlstate: pg.code }, { cause: err });
       }
       throw err;
     }
@@ -403,6 +436,7 @@ export class Tenantry {
     if (opts?.confirm !== this.core.namespace) {
       throw new TenantryError('INVALID_INPUT', `uninstall() destroys every tenant; pass { confirm: "${this.core.namespace}" } to proceed.`);
     }
+    await stopHealer(this.core);
     await this.core.schemaPool.stop();
     await this.unlisten?.().catch(() => undefined);
     this.unlisten = undefined;
@@ -414,6 +448,7 @@ export class Tenantry {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await stopHealer(this.core);
     await this.core.schemaPool.stop();
     this.quotas.stop();
     await this.keys.stop();

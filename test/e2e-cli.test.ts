@@ -275,11 +275,11 @@ test('repair --json: reports and removes an orphan schema; a second run finds no
   try {
     await shared.unsafe(`create schema "${orphan}"`);
     const first = ok(await cli(['repair', '--older-than', '0', '--json']), 'repair');
-    assert.deepEqual(Object.keys(first).sort(), ['orphanDatabases', 'orphanRoles', 'orphanSchemas', 'stuckTenants']);
+    assert.deepEqual(Object.keys(first).sort(), ['orphanDatabases', 'orphanRoles', 'orphanSchemas', 'orphanedClaims', 'stuckTenants']);
     assert.deepEqual(first.orphanSchemas, [orphan]);
     assert.deepEqual(first.stuckTenants, []);
     assert.equal((await shared`select 1 from pg_namespace where nspname = ${orphan}`).length, 0, 'the orphan schema is gone');
-    assert.deepEqual(await inst.tenantry.repair({ olderThanSeconds: 0 }), { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [] });
+    assert.deepEqual(await inst.tenantry.repair({ olderThanSeconds: 0 }), { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [], orphanedClaims: 0 });
     // live tenants were left alone
     assert.equal((await http('GET', '/v1/tenants/e2e-taken')).status, 200);
     assert.equal((await inst.tenantry.doctor()).ok, true);
@@ -324,4 +324,36 @@ test('serve: listens on the port it is given, answers with the operator token, a
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }
+});
+
+test('hostile text through the CLI and over a real socket: exit 2 / 400 INVALID_INPUT naming the field, nothing written', async () => {
+  // argv cannot carry a NUL, but JSON options can (\u0000 escapes, lone surrogates)
+  for (const metadata of ['{"note":"a\\u0000b"}', '{"k\\u0000":1}', '{"note":"\\ud800"}']) {
+    const r = await cli(['--json', 'tenants', 'create', 'hostile-cli', '--metadata', metadata]);
+    failed(r, 2, 'INVALID_INPUT', `tenants create --metadata ${metadata}`);
+    assert.match(json(r, 'hostile metadata').error.message, /--metadata/);
+  }
+  failed(await cli(['--json', 'tenants', 'show', 'hostile-cli']), 3, 'TENANT_NOT_FOUND', 'nothing was created');
+
+  const target = ok(await cli(['--json', 'tenants', 'create', 'hostile-socket']), 'create the target');
+  const nulId = await fetch(`${base}/v1/tenants/ab%00cd`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  assert.equal(nulId.status, 400);
+  assert.match(nulId.headers.get('content-type') ?? '', /application\/problem\+json/);
+  const nulBody = await nulId.json() as Json;
+  assert.equal(nulBody.code, 'INVALID_INPUT');
+  assert.match(nulBody.detail, /path\.id/);
+  for (const [path, body, field] of [
+    [`/v1/tenants/${target.id}/suspend`, { reason: 'late\u0000' }, 'body.reason'],
+    [`/v1/tenants/${target.id}/members`, { email: 'a\u0000@example.com', role: 'member' }, 'body.email'],
+    [`/v1/tenants/${target.id}`, { metadata: { ['k\ud800']: 1 } }, 'a key of body.metadata'],
+  ] as const) {
+    const r = await http(path.endsWith(target.id) ? 'PATCH' : 'POST', path, ADMIN, body);
+    assert.equal(r.status, 400, `${path}: ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.code, 'INVALID_INPUT');
+    assert.ok(r.body.detail.includes(field), `${r.body.detail} names ${field}`);
+  }
+  const after = await http('GET', `/v1/tenants/${target.id}`);
+  assert.equal(after.body.status, 'active');
+  assert.deepEqual(after.body.metadata, {});
+  assert.equal((await http('GET', `/v1/tenants/${target.id}/members`)).body.length, 0);
 });

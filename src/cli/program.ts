@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import type { Tenant } from '../tenants/model.js';
 import { buildServer, tenantView } from '../server/app.js';
+import { assertSafeText } from '../input/safe-text.js';
 
 /** Exit codes by failure kind, stable for scripts. */
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, NOT_FOUND: 3, CONFLICT: 4, CHECK_FAILED: 5, CONFIG: 6, PARTIAL: 7 } as const;
@@ -64,6 +65,12 @@ export function buildCli(): Command {
     .showHelpAfterError()
     .exitOverride();
   const flags = (): GlobalFlags => program.opts<GlobalFlags>();
+  // every command's arguments and options (JSON ones such as --metadata included) are checked for NUL
+  // bytes, lone surrogates and absurd lengths before the library, let alone PostgreSQL, sees them
+  program.hook('preAction', (_program, action) => {
+    action.processedArgs.forEach((value: unknown, i: number) => assertSafeText(value, `<${action.registeredArguments[i]?.name() ?? `argument ${i + 1}`}>`));
+    for (const [name, value] of Object.entries(action.opts())) assertSafeText(value, `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`);
+  });
 
   program.command('serve')
     .description('Start the HTTP API (PORT, HOST; embedded PostgreSQL unless DATABASE_URL is set)')
@@ -336,7 +343,7 @@ export function buildCli(): Command {
       print(flags(), st, () => `latest version ${st.latestVersion}; ${st.behind} tenant(s) behind\n${table(st.versions as unknown as Record<string, unknown>[], ['version', 'isolation', 'tenants'])}`);
     });
 
-  program.command('repair').description('Remove tenants stuck in provisioning and orphan roles, schemas and databases')
+  program.command('repair').description('Remove tenants stuck in provisioning, orphan roles, schemas and databases, and orphaned idempotency claims')
     .option('--older-than <seconds>', 'treat provisioning older than this as crashed', (v) => Number(v))
     .addHelpText('after', '\nExamples:\n  tenantry repair\n  tenantry repair --older-than 0 --json')
     .action(async (o: { olderThan?: number }) => {
@@ -346,6 +353,7 @@ export function buildCli(): Command {
         `orphan databases removed: ${r.orphanDatabases.join(', ') || 'none'}`,
         `orphan schemas removed: ${r.orphanSchemas.join(', ') || 'none'}`,
         `orphan roles removed: ${r.orphanRoles.join(', ') || 'none'}`,
+        `orphaned idempotency claims cleared: ${r.orphanedClaims}`,
       ].join('\n'));
     });
 
@@ -426,13 +434,24 @@ function parseJsonObject(value: string): Record<string, unknown> {
 async function serve(): Promise<void> {
   const so = serverOptions();
   const logger = pino({ level: so.logLevel });
+  // The last resort: an error that escaped every handler (a driver's timer, a socket event) is logged
+  // and the server says unready until PostgreSQL answers a probe, but it keeps serving: a fault of
+  // PostgreSQL, the network or Redis never ends the process.
+  let markUnready: ((reason: string) => void) | undefined;
+  const lastResort = (kind: string) => (err: unknown): void => {
+    logger.error({ err }, `${kind}: kept serving, marked unready until PostgreSQL answers`);
+    markUnready?.(kind);
+  };
+  process.on('uncaughtException', lastResort('uncaught exception'));
+  process.on('unhandledRejection', lastResort('unhandled rejection'));
   const tenantry = await Tenantry.open({ logger });
   const created = await tenantry.operatorKey.ensure();
   if (created) {
     // shown once: only its hash is kept
     process.stdout.write(`\nOperator token (shown once, store it now; set TENANTRY_ADMIN_KEY to choose your own):\n  ${created}\n\n`);
   }
-  const app = await buildServer({ tenantry, logLevel: so.logLevel, baseDomain: so.baseDomain, tenantLabels: so.tenantLabels });
+  const app = await buildServer({ tenantry, logLevel: so.logLevel, baseDomain: so.baseDomain, tenantLabels: so.tenantLabels, requestTimeoutMs: so.requestTimeoutMs });
+  markUnready = (reason) => app.health.markUnready(reason);
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;

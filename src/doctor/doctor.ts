@@ -4,6 +4,10 @@ import { latestVersion } from '../core.js';
 import { ident } from '../identifiers.js';
 import { POOLED_SCHEMA, DATABASE_MODE_SCHEMA } from '../isolation/data-plane.js';
 import type { TenantRow } from '../tenants/model.js';
+import { findOrphans } from '../provisioning/repair.js';
+import { pendingHeals } from '../provisioning/healer.js';
+import { cachedTenantRoleDefaults } from '../installation.js';
+import { findDriftedTenantRoles } from '../isolation/role-drift.js';
 
 export interface DoctorCheck {
   /** stable name of the invariant checked */
@@ -49,16 +53,56 @@ export async function runDoctor(core: Core, opts: { onProgress?: (p: { done: num
     select r.rolname, d.datname, s.setconfig from pg_db_role_setting s
     join pg_roles r on r.oid = s.setrole left join pg_database d on d.oid = s.setdatabase
     where r.rolname = ${roles.runtime} or left(r.rolname, ${core.namespace.length + 3}) = ${core.namespace + '_t_'}`;
-  if (planted.length) {
-    for (const p of planted) fail('role-defaults', `Role ${p.rolname} has defaults${p.datname ? ` in database ${p.datname}` : ''}: ${p.setconfig.join(', ')} (Tenantry's sessions pin these at startup, but they should not be there).`, `ALTER ROLE ${ident(p.rolname)}${p.datname ? ` IN DATABASE ${ident(p.datname)}` : ''} RESET ALL;`);
+  // Tenantry's own defaults on tenant roles (temp_file_limit, where it may set it) are expected, exactly
+  const expected = await cachedTenantRoleDefaults(admin, core.opts.sqlTempFileLimitKb);
+  const expectedConfig = Object.entries(expected).map(([k, v]) => `${k}=${v}`).sort();
+  const isTenantRole = (name: string): boolean => name.startsWith(core.namespace + '_t_');
+  const foreign = planted.filter((p) => !(isTenantRole(p.rolname) && !p.datname && [...p.setconfig].sort().join('\n') === expectedConfig.join('\n')));
+  const missing = expectedConfig.length === 0 ? [] : (await admin<{ rolname: string }[]>`
+    select r.rolname from tenantry_catalog.tenants t join pg_roles r on r.rolname = t.role_name
+    where t.status <> 'provisioning' and not exists (select 1 from pg_db_role_setting s where s.setrole = r.oid and s.setdatabase = 0)`).map((r) => r.rolname);
+  if (foreign.length || missing.length) {
+    for (const p of foreign) {
+      const restore = isTenantRole(p.rolname) && !p.datname ? ` ${Object.entries(expected).map(([k, v]) => `ALTER ROLE ${ident(p.rolname)} SET ${k} = '${v}';`).join(' ')}` : '';
+      fail('role-defaults', `Role ${p.rolname} has defaults${p.datname ? ` in database ${p.datname}` : ''} that Tenantry did not set: ${p.setconfig.join(', ')}${expectedConfig.length && isTenantRole(p.rolname) ? ` (Tenantry sets only ${expectedConfig.join(', ')})` : ''}.`, `ALTER ROLE ${ident(p.rolname)}${p.datname ? ` IN DATABASE ${ident(p.datname)}` : ''} RESET ALL;${restore}`.trim());
+    }
+    for (const rolname of missing) fail('role-defaults', `Tenant role ${rolname} lacks the defaults Tenantry sets: ${expectedConfig.join(', ')}.`, Object.entries(expected).map(([k, v]) => `ALTER ROLE ${ident(rolname)} SET ${k} = '${v}';`).join(' '));
   } else {
-    pass('role-defaults', 'No ALTER ROLE ... SET defaults on the runtime role or any tenant role.');
+    pass('role-defaults', expectedConfig.length
+      ? `Tenant roles carry exactly Tenantry's defaults (${expectedConfig.join(', ')}); the runtime role has none.`
+      : 'No ALTER ROLE ... SET defaults on the runtime role or any tenant role.');
   }
 
-  // 2. CONNECT and TEMPORARY not granted to PUBLIC on any data database
+  // 1c. tenant role passwords are the ones Tenantry derives: any role may change its own password, and
+  // one of the tenant's choosing is a direct login with none of the SQL endpoint's limits (issue #8, finding 2)
+  await checkTenantPasswords(core, fail, pass);
+
+  // 1c. half-made tenants: rows stuck in provisioning, objects no row owns, claims whose holder died
+  const stuck = await admin<{ id: string; slug: string; isolation: string; database_name: string; age: number }[]>`
+    select id, slug, isolation, database_name, extract(epoch from now() - updated_at)::int as age
+    from tenantry_catalog.tenants where status = 'provisioning'
+      and (updated_at < now() - make_interval(secs => ${core.opts.repairAfterSeconds}) or id = any(${pendingHeals(core)}::uuid[]))`;
+  for (const t of stuck) {
+    fail('stuck-provisioning', `Tenant ${t.slug} (${t.id}, ${t.isolation}) has been provisioning for ${t.age} s: its process died or its rollback has not finished (the background healer retries it).`, 'tenantry repair (removes it and whatever it created; the client retries the create).');
+  }
+  if (stuck.length === 0) pass('stuck-provisioning', 'No tenant is stuck in provisioning.');
+  const orphans = await findOrphans(core);
+  const halfMade = [...orphans.databases, ...stuck.filter((t) => t.isolation === 'database').map((t) => t.database_name)];
+  for (const [kind, names] of [['database', orphans.databases], ['schema', orphans.schemas], ['role', orphans.roles]] as const) {
+    for (const name of names) fail('half-made-objects', `The ${kind} ${name} is named like a tenant's but no tenant owns it (left by a provisioning that did not finish).`, 'tenantry repair (drops it).');
+  }
+  if (orphans.databases.length + orphans.schemas.length + orphans.roles.length === 0) pass('half-made-objects', 'Every tenant database, schema and role belongs to a tenant.');
+  const [claims] = await admin<{ n: number }[]>`
+    select count(*)::int as n from tenantry_catalog.http_idempotency
+    where status is null and (locked_until is null or locked_until < now() - make_interval(secs => ${core.opts.repairAfterSeconds}))`;
+  if ((claims?.n ?? 0) > 0) fail('idempotency-claims', `${claims!.n} Idempotency-Key claim(s) were left in progress by requests that never finished (retries take them over; nothing else is blocked).`, 'tenantry repair (clears them).');
+  else pass('idempotency-claims', 'No Idempotency-Key claim is left in progress by a request that never finished.');
+
+  // 2. CONNECT and TEMPORARY not granted to PUBLIC on any data database (half-made ones are named above)
   const openDbs = await admin<{ datname: string }[]>`
     select datname from pg_database d
     where (left(datname, ${core.namespace.length + 3}) = ${core.namespace + '_t_'} or datname in (${core.sharedDatabase}, ${core.templateDatabase}))
+      and datname <> all(${halfMade}::text[])
       and (d.datacl is null or exists (select 1 from aclexplode(d.datacl) a where a.grantee = 0 and a.privilege_type in ('CONNECT', 'TEMPORARY')))`;
   if (openDbs.length) {
     for (const { datname } of openDbs) fail('database-connect', `PUBLIC may CONNECT to (or create TEMP objects in) database ${datname}.`, `REVOKE CONNECT, TEMPORARY ON DATABASE ${ident(datname)} FROM PUBLIC;`);
@@ -95,11 +139,13 @@ export async function runDoctor(core: Core, opts: { onProgress?: (p: { done: num
 
   // 4. row-level security on every tenant table, no CREATE on public, in every data database
   await checkDataDatabase(core.sharedAdmin, core.sharedDatabase, [POOLED_SCHEMA, ...tenants.filter((t) => t.isolation === 'schema').map((t) => t.schema_name)], roles.runtime, checks);
+  await checkLargeObjects(core.sharedAdmin, core.sharedDatabase, core.namespace + '_t_', checks);
   const databaseTenants = tenants.filter((x) => x.isolation === 'database' && x.db_ok);
   for (const [i, t] of databaseTenants.entries()) {
     const db = core.adminTo(t.database_name, 1);
     try {
       await checkDataDatabase(db, t.database_name, [DATABASE_MODE_SCHEMA], roles.runtime, checks);
+      await checkLargeObjects(db, t.database_name, core.namespace + '_t_', checks);
     } finally {
       await db.end({ timeout: 5 });
     }
@@ -154,4 +200,30 @@ async function checkDataDatabase(sql: Sql, database: string, schemas: string[], 
     checks.push({ check: 'runtime-owns-nothing', ok: false, message: `${database}: the runtime role owns ${owned!.n} tenant table(s), so it could disable their security.`, fix: 'ALTER TABLE ... OWNER TO the owner role for each.' });
   }
   if (problems === 0) checks.push({ check: 'row-level-security', ok: true, message: `${database}: ${tables.length} tenant tables have RLS enabled and forced with Tenantry's policies; no CREATE on public.` });
+}
+
+async function checkTenantPasswords(core: Core, fail: (c: string, m: string, f: string) => void, pass: (c: string, m: string) => void): Promise<void> {
+  const { checked, drifted } = await findDriftedTenantRoles(core);
+  if (drifted.length === 0) {
+    pass('tenant-password', `All ${checked} tenant roles that may log in have the password Tenantry set.`);
+    return;
+  }
+  for (const d of drifted) {
+    fail('tenant-password', `Tenant ${d.slug}: role ${d.role}: ${d.why}; someone may log in as the tenant directly, outside the SQL endpoint's limits (${d.sessions} session(s) now).`,
+      'tenantry repair (library: repair()) restores the password Tenantry set, its role defaults, and ends every session of the role.');
+  }
+}
+
+/**
+ * Large objects owned by a tenant role: data outside the tenant's rows, its read-only mode and (in the
+ * shared database) its storage quota. The SQL endpoint refuses every large-object function, so none
+ * should exist; one that does came in through a path that has since been closed (issue #8, finding 4).
+ */
+async function checkLargeObjects(sql: Sql, database: string, rolePrefix: string, checks: DoctorCheck[]): Promise<void> {
+  const owned = await sql<{ rolname: string; n: number }[]>`
+    select r.rolname, count(*)::int as n from pg_largeobject_metadata m join pg_roles r on r.oid = m.lomowner
+    where left(r.rolname, ${rolePrefix.length}) = ${rolePrefix} group by r.rolname order by r.rolname`;
+  for (const o of owned) {
+    checks.push({ check: 'large-objects', ok: false, message: `${database}: tenant role ${o.rolname} owns ${o.n} large object(s), outside its rows and its storage quota.`, fix: `In database ${database}: SELECT lo_unlink(m.oid) FROM pg_largeobject_metadata m JOIN pg_roles r ON r.oid = m.lomowner WHERE r.rolname = '${o.rolname}';` });
+  }
 }

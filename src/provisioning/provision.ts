@@ -2,14 +2,15 @@ import { randomUUID } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
 import { latestVersion } from '../core.js';
-import { TenantryError, isTenantryError } from '../errors.js';
+import { TenantryError, isTenantryError, isDatabaseUnavailable, DATABASE_RETRY_AFTER_SECONDS } from '../errors.js';
 import { validateSlug } from '../identifiers.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
 import {
   validateIsolation, validateMetadata, validateName, validateTier, validateTrialDays,
   toTenant, type Isolation, type Tenant, type TenantRow, type Tier,
 } from '../tenants/model.js';
-import { STRATEGIES, createTenantRole, dropTenantRole, type TenantPlacement } from '../isolation/modes.js';
+import { STRATEGIES, createTenantRole } from '../isolation/modes.js';
+import { healProvisioning, scheduleHeal } from './healer.js';
 import type { ProvisionStep } from '../config.js';
 import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
 
@@ -37,10 +38,10 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
   const slug = validateSlug(input.slug);
   const name = validateName(input.name, slug);
   const trialDays = validateTrialDays(input.trialDays);
-  const metadata = validateMetadata(input.metadata);
   // no tier named: a trial starts on the plans' trial tier, anything else on their default tier
   const tier = validateTier(input.tier ?? (trialDays !== undefined ? core.plans.trialTier()?.name : undefined) ?? core.plans.defaultTier(), core.plans.tierNames());
   const isolation = validateIsolation(input.isolation ?? 'pooled');
+  const metadata = validateMetadata(input.metadata);
   const actor = who.actor ?? core.opts.actor;
   const strategy = STRATEGIES[isolation];
   const placement = strategy.placementFor(core, randomUUID());
@@ -78,6 +79,7 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
   };
   const liveStatus = trialDays ? 'trial' : 'active';
 
+  let heartbeat: NodeJS.Timeout | undefined;
   try {
     let row: { r: TenantRow; apiKey: CreatedApiKey | undefined };
     if (isolation === 'pooled') {
@@ -96,6 +98,16 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     } else {
       await step('catalog-row');
       await insertRow(core.admin, 'provisioning', 0);
+      // The row's updated_at is this process's heartbeat: a row not renewed for repairAfterSeconds
+      // belongs to a process that died, and the background sweep removes it. A row already that stale
+      // is never revived, so a sweep tearing it down cannot race a late heartbeat.
+      heartbeat = setInterval(() => {
+        core.admin`update tenantry_catalog.tenants set updated_at = now()
+                   where id = ${placement.id} and status = 'provisioning'
+                     and updated_at > now() - make_interval(secs => ${core.opts.repairAfterSeconds})`
+          .catch(() => undefined);
+      }, Math.max(1_000, Math.min(10_000, core.opts.repairAfterSeconds * 250)));
+      heartbeat.unref();
       await step('role');
       await createTenantRole(core, placement);
       await step('placement');
@@ -124,27 +136,29 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     if (isTenantryError(err, 'SLUG_TAKEN')) throw err;
     log.warn({ err }, 'provisioning failed; rolling back');
     const reason = err instanceof Error ? err.message : String(err);
+    const pending = { placement, slug, actor, requestId: who.requestId, reason, tier };
+    let outcome: 'created' | 'removed' | 'unfinished';
     try {
-      await teardownTenantObjects(core, placement);
-      await core.admin.begin(async (tx) => {
-        await tx`delete from tenantry_catalog.tenants where id = ${placement.id} and status = 'provisioning'`;
-        await appendAudit(tx, {
-          tenantId: placement.id, actor, action: 'tenant.provisioning_failed', target: `tenant:${placement.id}`,
-          requestId: who.requestId, details: { slug, isolation, tier, reason },
-        });
-      });
+      // a live row means the work committed and only its answer was lost: nothing is undone
+      outcome = await healProvisioning(core, pending);
     } catch (cleanupErr) {
-      log.error({ err: cleanupErr }, 'rollback of a failed provisioning did not finish; run repair()');
+      outcome = 'unfinished';
+      log.error({ err: cleanupErr }, 'rollback of a failed provisioning did not finish; retrying it in the background');
+      scheduleHeal(core, pending);
     }
     core.events.emit('provisioned', { isolation, outcome: 'failure', durationMs: Date.now() - started });
+    // The answer never claims a rollback that did not happen.
+    if (outcome === 'unfinished') {
+      throw new TenantryError('PROVISIONING_INCOMPLETE', `Provisioning tenant "${slug}" failed (${reason}) and its rollback has not finished yet; Tenantry retries it in the background until nothing of it is left. Retry the create (with the same Idempotency-Key) in a few seconds.`,
+        { slug, retryAfterSeconds: 5 }, { cause: err });
+    }
+    if (outcome === 'created' || isDatabaseUnavailable(err)) {
+      throw new TenantryError('DATABASE_UNAVAILABLE', `Provisioning tenant "${slug}" was interrupted because PostgreSQL became unreachable (${reason}); ${outcome === 'created' ? 'its work may have committed' : 'nothing of it was kept'}. Retry the create with the same Idempotency-Key.`,
+        { slug, retryAfterSeconds: DATABASE_RETRY_AFTER_SECONDS }, { cause: err });
+    }
     if (isTenantryError(err, 'PROVISIONING_FAILED')) throw err;
     throw new TenantryError('PROVISIONING_FAILED', `Provisioning tenant "${slug}" failed and was rolled back: ${reason}`, { slug }, { cause: err });
+  } finally {
+    if (heartbeat) clearInterval(heartbeat);
   }
-}
-
-/** Removes whatever exists of a tenant's objects (data first, then its role). Idempotent. */
-export async function teardownTenantObjects(core: Core, placement: TenantPlacement): Promise<void> {
-  await core.pools.drop(`${placement.database}|${placement.role}`);
-  await STRATEGIES[placement.isolation].remove(core, placement);
-  await dropTenantRole(core, placement.role);
 }

@@ -2,9 +2,10 @@ import type { Core } from '../core.js';
 import { TenantryError } from '../errors.js';
 import { ident, tenantIdFromHex } from '../identifiers.js';
 import { appendAudit } from '../audit/audit.js';
-import { dropTenantRole } from '../isolation/modes.js';
-import { teardownTenantObjects } from './provision.js';
+import { findDriftedTenantRoles, restoreTenantRole } from '../isolation/role-drift.js';
+import { STRATEGIES, dropTenantRole, type TenantPlacement } from '../isolation/modes.js';
 import type { Isolation, TenantRow } from '../tenants/model.js';
+import { IdempotencyStore } from '../idempotency/idempotency.js';
 
 export interface RepairReport {
   /** tenants found stuck in `provisioning`, now removed */
@@ -12,6 +13,17 @@ export interface RepairReport {
   orphanRoles: string[];
   orphanSchemas: string[];
   orphanDatabases: string[];
+  /** Idempotency-Key claims left in progress by a holder that is gone (its lease ran out) */
+  orphanedClaims: number;
+  /** tenant roles whose password was not Tenantry's: restored, and their sessions ended */
+  restoredRoles: string[];
+}
+
+/** Removes whatever exists of a tenant's objects (data first, then its role). Idempotent. */
+export async function teardownTenantObjects(core: Core, placement: TenantPlacement): Promise<void> {
+  await core.pools.drop(`${placement.database}|${placement.role}`);
+  await STRATEGIES[placement.isolation].remove(core, placement);
+  await dropTenantRole(core, placement.role);
 }
 
 /**
@@ -19,11 +31,11 @@ export interface RepairReport {
  * object whose tenant id has no row is an orphan; a row still `provisioning` after the grace period
  * belongs to a process that died. Both are removed (and audited).
  */
-export async function repairInstallation(core: Core, opts: { olderThanSeconds?: number; actor?: string }): Promise<RepairReport> {
+export async function repairInstallation(core: Core, opts: { olderThanSeconds?: number; actor?: string; purgeClaims?: boolean }): Promise<RepairReport> {
   const olderThan = opts.olderThanSeconds ?? core.opts.repairAfterSeconds;
   if (!Number.isInteger(olderThan) || olderThan < 0) throw new TenantryError('INVALID_INPUT', 'olderThanSeconds must be a non-negative integer.');
   const actor = opts.actor ?? core.opts.actor;
-  const report: RepairReport = { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [] };
+  const report: RepairReport = { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [], orphanedClaims: 0, restoredRoles: [] };
 
   const stuck = await core.admin<TenantRow[]>`
     select * from tenantry_catalog.tenants
@@ -40,40 +52,25 @@ export async function repairInstallation(core: Core, opts: { olderThanSeconds?: 
     report.stuckTenants.push({ id: row.id, slug: row.slug, isolation: row.isolation });
   }
 
-  const prefix = `${core.namespace}_t_`;
-  const known = new Set((await core.admin<{ id: string }[]>`select id from tenantry_catalog.tenants`).map((r) => r.id));
-  const comment = `tenantry installation ${core.installationId}`;
-  const hexOf = (name: string, p: string): string | undefined => {
-    const hex = name.slice(p.length);
-    return name.startsWith(p) && /^[0-9a-f]{32}$/.test(hex) ? tenantIdFromHex(hex) : undefined;
-  };
-
-  const dbs = await core.admin<{ datname: string }[]>`select datname from pg_database where left(datname, ${prefix.length}) = ${prefix}`;
-  for (const { datname } of dbs) {
-    const id = hexOf(datname, prefix);
-    if (!id || known.has(id)) continue;
+  const orphans = await findOrphans(core);
+  for (const datname of orphans.databases) {
     await core.pools.drop(datname);
     await core.admin.unsafe(`drop database if exists ${ident(datname)} with (force)`);
     report.orphanDatabases.push(datname);
   }
-
-  const schemas = await core.sharedAdmin<{ nspname: string }[]>`select nspname from pg_namespace where nspname ~ '^t_[0-9a-f]{32}$'`;
-  for (const { nspname } of schemas) {
-    const id = hexOf(nspname, 't_');
-    if (!id || known.has(id)) continue;
+  for (const nspname of orphans.schemas) {
     await core.sharedAdmin.unsafe(`drop schema if exists ${ident(nspname)} cascade`);
     report.orphanSchemas.push(nspname);
   }
-
-  // only roles carrying this installation's comment: never touch another installation's roles
-  const roles = await core.admin<{ rolname: string }[]>`
-    select rolname from pg_roles
-    where left(rolname, ${prefix.length}) = ${prefix} and shobj_description(oid, 'pg_authid') = ${comment}`;
-  for (const { rolname } of roles) {
-    const id = hexOf(rolname, prefix);
-    if (!id || known.has(id)) continue;
+  for (const rolname of orphans.roles) {
     await dropTenantRole(core, rolname);
     report.orphanRoles.push(rolname);
+  }
+
+  // a tenant role's password of the tenant's own choosing is a login Tenantry did not hand out (issue #8)
+  for (const d of (await findDriftedTenantRoles(core)).drifted) {
+    await restoreTenantRole(core, d.role);
+    report.restoredRoles.push(d.role);
   }
 
   const removed = report.orphanDatabases.length + report.orphanSchemas.length + report.orphanRoles.length;
@@ -83,6 +80,33 @@ export async function repairInstallation(core: Core, opts: { olderThanSeconds?: 
       details: { databases: report.orphanDatabases, schemas: report.orphanSchemas, roles: report.orphanRoles },
     });
   }
+  if (opts.purgeClaims !== false) report.orphanedClaims = await new IdempotencyStore(core.admin).purgeOrphaned(olderThan);
   core.logger.info({ ...report }, 'repair finished');
   return report;
+}
+
+/**
+ * Databases, schemas and roles named like a tenant's whose tenant id has no catalog row: what a crash
+ * between creating an object and finishing (or undoing) its tenant leaves. The catalog row is always
+ * written before any object, so an object without one belongs to no live or in-flight provisioning.
+ */
+export async function findOrphans(core: Core): Promise<{ databases: string[]; schemas: string[]; roles: string[] }> {
+  const prefix = `${core.namespace}_t_`;
+  const known = new Set((await core.admin<{ id: string }[]>`select id from tenantry_catalog.tenants`).map((r) => r.id));
+  const comment = `tenantry installation ${core.installationId}`;
+  const orphan = (name: string, p: string): boolean => {
+    const hex = name.slice(p.length);
+    return name.startsWith(p) && /^[0-9a-f]{32}$/.test(hex) && !known.has(tenantIdFromHex(hex));
+  };
+  const dbs = await core.admin<{ datname: string }[]>`select datname from pg_database where left(datname, ${prefix.length}) = ${prefix}`;
+  const schemas = await core.sharedAdmin<{ nspname: string }[]>`select nspname from pg_namespace where nspname ~ '^t_[0-9a-f]{32}$'`;
+  // only roles carrying this installation's comment: never touch another installation's roles
+  const roles = await core.admin<{ rolname: string }[]>`
+    select rolname from pg_roles
+    where left(rolname, ${prefix.length}) = ${prefix} and shobj_description(oid, 'pg_authid') = ${comment}`;
+  return {
+    databases: dbs.map((r) => r.datname).filter((n) => orphan(n, prefix)),
+    schemas: schemas.map((r) => r.nspname).filter((n) => orphan(n, 't_')),
+    roles: roles.map((r) => r.rolname).filter((n) => orphan(n, prefix)),
+  };
 }

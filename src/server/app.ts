@@ -1,16 +1,20 @@
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import AjvCompiler from '@fastify/ajv-compiler';
 import type { Static } from '@sinclair/typebox';
 import { randomUUID } from 'node:crypto';
 import type { Tenantry } from '../tenantry.js';
-import { TenantryError, ERROR_CODES, isTenantryError } from '../errors.js';
+import { TenantryError, ERROR_CODES, isTenantryError, isDatabaseUnavailable, translateDatabaseError } from '../errors.js';
 import type { Tenant } from '../tenants/model.js';
-import type { Scope } from '../keys/api-keys.js';
-import { IdempotencyStore } from '../idempotency/idempotency.js';
+import { parseApiKey, type Scope } from '../keys/api-keys.js';
+import type { KeyAuthority } from '../members/roles.js';
+import { IdempotencyStore, SECRET_NOT_REPLAYED } from '../idempotency/idempotency.js';
+import { DatabaseHealth, installDeadline, withRetries } from './resilience.js';
+import { createHash } from 'node:crypto';
 import { createMetrics } from './metrics.js';
 import * as S from './schemas.js';
+import { registerInputGuard } from './input-guard.js';
 
 export interface ServerDeps {
   tenantry: Tenantry;
@@ -19,16 +23,23 @@ export interface ServerDeps {
   baseDomain?: string | undefined;
   /** tenant ids as metric labels (unbounded cardinality: off unless the operator asks) */
   tenantLabels?: boolean;
+  /** every request is answered within this many ms (503 REQUEST_TIMEOUT past it); default 30000 */
+  requestTimeoutMs?: number;
 }
 
 type Principal =
   | { kind: 'operator' }
-  | { kind: 'tenant'; tenant: Tenant; keyId: string; permissions: Scope[] };
+  | { kind: 'tenant'; tenant: Tenant; keyId: string; permissions: Scope[]; authority: KeyAuthority };
 
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
-    idempotency: { principal: string; key: string } | null;
+    /** `requestId`: the request that first claimed the key (work runs, and is audited, under it) */
+    idempotency: { principal: string; key: string; requestId: string; takenOver: boolean; heartbeat: NodeJS.Timeout } | null;
+  }
+  interface FastifyInstance {
+    /** PostgreSQL's reachability as this server sees it; the last-resort handler marks it unready */
+    health: DatabaseHealth;
   }
 }
 
@@ -67,6 +78,14 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       return typeof given === 'string' && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
     },
     bodyLimit: 256 * 1024,
+    // a URL whose percent-escapes are not UTF-8 (a lone surrogate sent as %ED%A0%80, a stray %) is bad
+    // input like any other: 400 problem+json, not Fastify's own answer
+    frameworkErrors: (err, req, reply) => {
+      void (reply as FastifyReply).status(400).type('application/problem+json').send({
+        type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: 400,
+        detail: `The request URL cannot be read (${err.message}); percent-encode it as UTF-8.`, code: 'INVALID_INPUT', requestId: String(req.id),
+      });
+    },
     ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
     // Query strings and path parameters arrive as text and are coerced to their types; a JSON body
     // already has types, and one of the wrong type is refused rather than coerced ("5", true or
@@ -84,6 +103,19 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const metrics = createMetrics(tenantry, { tenantLabels: deps.tenantLabels ?? false });
   app.decorateRequest('principal', null);
   app.decorateRequest('idempotency', null);
+  const health = new DatabaseHealth(() => tenantry.ready(), app.log);
+  app.decorate('health', health);
+  app.addHook('onClose', async () => { health.stop(); });
+  const sendProblem = (req: FastifyRequest, reply: import('fastify').FastifyReply, err: unknown): void => {
+    const problem = toProblem(err, String(req.id));
+    if (problem.code === 'DATABASE_UNAVAILABLE') health.reportFault();
+    else if (problem.status >= 500) req.log.error({ err }, 'request failed');
+    const retryAfter = (isTenantryError(err) ? err : translateDatabaseError(err) as TenantryError).details?.retryAfterSeconds;
+    if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
+    else if (problem.status === 503) void reply.header('retry-after', '1');
+    void reply.status(problem.status).type('application/problem+json').send(problem);
+  };
+  installDeadline(app, deps.requestTimeoutMs ?? 30_000, sendProblem);
 
   await app.register(swagger, {
     openapi: {
@@ -102,14 +134,19 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // ---- cross-cutting: request ids, errors, auth, rate limits, idempotency, metrics ----
 
   app.addHook('onRequest', async (req, reply) => { void reply.header('x-request-id', req.id); });
+  // NUL bytes, lone surrogates and absurd lengths in the path, query, headers or body: 400 before anything reads them
+  registerInputGuard(app);
 
   app.setErrorHandler((err, req, reply) => {
-    const problem = toProblem(err, String(req.id));
-    if (problem.status >= 500) req.log.error({ err }, 'request failed');
-    if (err instanceof TenantryError && err.code === 'RATE_LIMITED' && err.details?.retryAfterSeconds) {
-      void reply.header('retry-after', String(err.details.retryAfterSeconds));
+    // answered already (its deadline passed): the late error is only logged
+    if (reply.sent) { req.log.warn({ err }, 'request failed after its deadline answered for it'); return; }
+    sendProblem(req, reply, err);
+  });
+  // while PostgreSQL is known to be down, API requests fail fast instead of each waiting on a connect
+  app.addHook('onRequest', async (req) => {
+    if (!health.available && req.url.startsWith('/v1/')) {
+      throw new TenantryError('DATABASE_UNAVAILABLE', 'PostgreSQL is unreachable right now; retry in a few seconds.', { retryAfterSeconds: 2 });
     }
-    void reply.status(problem.status).type('application/problem+json').send(problem);
   });
   app.setNotFoundHandler((req, reply) => {
     void reply.status(404).type('application/problem+json').send({
@@ -139,25 +176,42 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     IdempotencyStore.validateKey(key);
     const principal = req.principal?.kind === 'tenant' ? `key:${req.principal.keyId}` : req.principal?.kind ?? 'anonymous';
     const path = req.url.split('?')[0]!;
-    const claim = await tenantry.idempotency.claim(principal, key, req.method, path, IdempotencyStore.fingerprint(req.method, path, req.body));
-    if (claim.state === 'in-progress') throw new TenantryError('IDEMPOTENCY_IN_PROGRESS', `A request with Idempotency-Key ${JSON.stringify(key)} is still running; retry shortly.`);
+    const claim = await tenantry.idempotency.claim(principal, key, req.method, path, IdempotencyStore.fingerprint(req.method, path, req.body), String(req.id));
+    if (claim.state === 'in-progress') {
+      throw new TenantryError('IDEMPOTENCY_IN_PROGRESS', `A request with Idempotency-Key ${JSON.stringify(key)} is still running; retry after ${claim.retryAfterSeconds} s.`, { retryAfterSeconds: claim.retryAfterSeconds });
+    }
     if (claim.state === 'replay') {
       void reply.header('idempotent-replayed', 'true');
       const isProblem = claim.status >= 400;
       return reply.status(claim.status).type(isProblem ? 'application/problem+json' : 'application/json').send(claim.response);
     }
-    req.idempotency = { principal, key };
+    // the claim is a lease, renewed while this request runs; if this process dies it runs out and a retry takes over
+    const heartbeat = setInterval(() => { tenantry.idempotency.heartbeat(principal, key).catch(() => undefined); }, (tenantry.idempotency.leaseSeconds * 1000) / 3);
+    heartbeat.unref();
+    req.idempotency = { principal, key, requestId: claim.requestId, takenOver: claim.takenOver, heartbeat };
   });
   app.addHook('onSend', async (req, reply, payload) => {
     const idem = req.idempotency;
     if (!idem) return payload;
     req.idempotency = null;
+    const giveUp = (err: unknown): void => { req.log.warn({ err }, 'could not end an idempotency claim; its lease runs out on its own'); };
+    const endLease = (): Promise<void> => withRetries(() => tenantry.idempotency.expire(idem.principal, idem.key), giveUp);
+    if (req.deadlinePassed) {
+      // answered before its work finished: hold the claim until the work ends, then let a retry take it
+      // over and find what the work did (rather than run it a second time alongside it)
+      void (req.work ?? Promise.resolve()).then(() => { clearInterval(idem.heartbeat); return endLease(); });
+      return payload;
+    }
+    clearInterval(idem.heartbeat);
     if (reply.statusCode >= 500) {
-      await tenantry.idempotency.release(idem.principal, idem.key);
+      // The claim is kept (with its first request id) but its lease ends now, so the retry runs at once
+      // and can find work that committed before the failure was noticed. Never throws: a failed release
+      // is retried in the background, and the lease runs out by itself if every retry fails.
+      await endLease();
     } else {
       let body: unknown = null;
       try { body = typeof payload === 'string' ? JSON.parse(payload) : null; } catch { body = null; }
-      await tenantry.idempotency.complete(idem.principal, idem.key, reply.statusCode, body);
+      await withRetries(() => tenantry.idempotency.complete(idem.principal, idem.key, reply.statusCode, body), giveUp);
     }
     return payload;
   });
@@ -168,9 +222,14 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
 
   // ---- access rules ----
 
-  const actor = (req: FastifyRequest): { actor: string; requestId: string } => ({
+  // Work done under an Idempotency-Key is audited under the request that first claimed the key, so a
+  // retry that takes over a claim whose holder died can find what that holder committed.
+  // a tenant key's authority goes with every change it asks for: the library refuses what would raise
+  // a role or a key above the key's own (the operator's calls carry none and are not limited)
+  const actor = (req: FastifyRequest): { actor: string; requestId: string; authority?: KeyAuthority } => ({
     actor: req.principal?.kind === 'tenant' ? `key:${req.principal.keyId}` : 'operator',
-    requestId: String(req.id),
+    requestId: req.idempotency?.requestId ?? String(req.id),
+    ...(req.principal?.kind === 'tenant' ? { authority: req.principal.authority } : {}),
   });
 
   /**
@@ -220,10 +279,12 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
+    if (!health.ready && !(await health.recheck())) return reply.status(503).send({ status: health.reason, ok: false });
     try {
       const r = await tenantry.ready();
       return reply.status(r.ok ? 200 : 503).send({ status: r.ok ? 'ready' : 'catalog migrations pending', ...r });
     } catch (err) {
+      if (isDatabaseUnavailable(err)) health.reportFault();
       return reply.status(503).send({ status: 'catalog unreachable', ok: false, error: (err as Error).message });
     }
   });
@@ -237,8 +298,20 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
 
   app.post('/v1/tenants', { schema: { tags: ['tenants'], summary: 'Provision a tenant', security: bearer, body: S.CreateTenantBody, response: { 201: S.CreatedTenantSchema, ...problemResponses } } }, async (req, reply) => {
     operatorOnly(req);
-    const t = await tenantry.tenants.create(req.body as Static<typeof S.CreateTenantBody>, actor(req));
-    return reply.status(201).send({ ...tenantView(t), apiKey: t.apiKey!.key });
+    const body = req.body as Static<typeof S.CreateTenantBody>;
+    try {
+      const t = await tenantry.tenants.create(body, actor(req));
+      return reply.status(201).send({ ...tenantView(t), apiKey: t.apiKey!.key });
+    } catch (err) {
+      // A retry of a create whose answer was lost (its process died, or PostgreSQL went away after the
+      // commit) finds the tenant that request made; its key was shown to nobody, so rotate it.
+      const idem = req.idempotency;
+      if (idem?.takenOver && isTenantryError(err, 'SLUG_TAKEN')) {
+        const made = await tenantry.tenants.createdByRequest(body.slug, idem.requestId);
+        if (made) return reply.status(201).header('idempotent-recovered', 'true').send({ ...tenantView(made), apiKey: SECRET_NOT_REPLAYED });
+      }
+      throw err;
+    }
   });
   app.get('/v1/tenants', { schema: { tags: ['tenants'], summary: 'List tenants', security: bearer, querystring: S.ListTenantsQuery, response: { 200: S.TenantPage, ...problemResponses } } }, async (req) => {
     operatorOnly(req);
@@ -286,11 +359,48 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   app.post('/v1/tenants/:id/usage', { schema: { tags: ['quotas'], summary: 'Debit usage atomically', security: bearer, params: S.IdParams, body: S.UsageBody, response: { 200: S.IncrementResultSchema, ...problemResponses } } }, async (req) => {
     const t = await access(req, (req.params as { id: string }).id, 'write');
     const b = req.body as Static<typeof S.UsageBody>;
-    return tenantry.quotas.increment(t.id, b.metric, b.amount, b.idempotencyKey ? { idempotencyKey: b.idempotencyKey } : {});
+    // An Idempotency-Key header also keys the debit itself, in the debit's own transaction: a retry that
+    // takes over the claim of a process that died after committing gets that debit back, not a second one.
+    const idem = req.idempotency;
+    const idempotencyKey = b.idempotencyKey ?? (idem ? `http:${createHash('sha256').update(`${idem.principal}\0${idem.key}`).digest('hex').slice(0, 48)}` : undefined);
+    return tenantry.quotas.increment(t.id, b.metric, b.amount, idempotencyKey ? { idempotencyKey } : {});
   });
   app.get('/v1/tenants/:id/usage', { schema: { tags: ['quotas'], summary: 'Usage against quotas', security: bearer, params: S.IdParams, response: { 200: S.UsageSummarySchema, ...problemResponses } } }, async (req) => {
     const t = await access(req, (req.params as { id: string }).id, 'read');
     return plain(await tenantry.quotas.summary(t.id));
+  });
+
+  app.post('/v1/tenants/:id/leases', { schema: { tags: ['quotas'], summary: 'Take a concurrency slot of a lease metric (freed on release or expiry)', security: bearer, params: S.IdParams, body: S.LeaseBody, response: { 201: S.LeaseSchema, ...problemResponses } } }, async (req, reply) => {
+    const t = await access(req, (req.params as { id: string }).id, 'write');
+    const b = req.body as Static<typeof S.LeaseBody>;
+    return reply.status(201).send(plain(await tenantry.quotas.acquireLease(t.id, b.metric, b.ttlSeconds !== undefined ? { ttlSeconds: b.ttlSeconds } : {})));
+  });
+  app.delete('/v1/tenants/:id/leases/:leaseId', { schema: { tags: ['quotas'], summary: 'Release a lease', security: bearer, params: S.LeaseParams, response: { 200: { type: 'object', properties: { released: { type: 'boolean' } } }, ...problemResponses } } }, async (req) => {
+    const p = req.params as Static<typeof S.LeaseParams>;
+    const t = await access(req, p.id, 'write');
+    return { released: await tenantry.quotas.releaseLease(t.id, p.leaseId) };
+  });
+  app.put('/v1/tenants/:id/gauges/:metric', { schema: { tags: ['quotas'], summary: 'Set a gauge the app measures (refused above its limit)', security: bearer, params: S.GaugeParams, body: S.GaugeBody, response: { 200: S.IncrementResultSchema, ...problemResponses } } }, async (req) => {
+    const p = req.params as Static<typeof S.GaugeParams>;
+    const t = await access(req, p.id, 'write');
+    return tenantry.quotas.setGauge(t.id, p.metric, (req.body as Static<typeof S.GaugeBody>).value);
+  });
+
+  // ---- plans ----
+
+  app.get('/v1/plans', { schema: { tags: ['plans'], summary: 'The plans in force: metrics, tiers in order, features', security: bearer, response: { 200: S.PlansViewSchema, ...problemResponses } } }, async (req) => {
+    // the plans are the same for every tenant (a price list, not a tenant's data): any key that may read
+    const p = req.principal!;
+    if (p.kind === 'tenant' && !p.permissions.includes('read')) throw new TenantryError('FORBIDDEN', `This API key lacks the "read" scope (it has: ${p.permissions.join(', ') || 'none'}).`);
+    const file = tenantry.plans.status();
+    return { plans: tenantry.plans.document(), file: file ?? null };
+  });
+  app.put('/v1/plans', { schema: { tags: ['plans'], summary: 'Apply a plan file (refused when it would strand tenants or usage; dryRun: only the diff)', security: bearer, body: S.PutPlansBody, response: { 200: S.PlanDiffSchema, ...problemResponses } } }, async (req) => {
+    operatorOnly(req);
+    const b = req.body as Static<typeof S.PutPlansBody>;
+    const opts = { ...(b.moveTenants !== undefined ? { moveTenants: b.moveTenants } : {}), ...(b.dropHistory !== undefined ? { dropHistory: b.dropHistory } : {}) };
+    if (b.dryRun) return { applied: false, ...(await tenantry.plans.diff(b.plans, opts)) };
+    return { applied: true, ...(await tenantry.plans.apply(b.plans, opts, actor(req))) };
   });
 
   // ---- API keys ----
@@ -370,39 +480,6 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   app.get('/v1/tenants/:id/audit', { schema: { tags: ['audit'], summary: 'Audit entries, newest first', security: bearer, params: S.IdParams, querystring: S.AuditQuery, response: { 200: { type: 'object', properties: { items: { type: 'array', items: S.AuditEntrySchema }, nextCursor: { type: ['string', 'null'] } } }, ...problemResponses } } }, async (req) => {
     const t = await access(req, (req.params as { id: string }).id, 'admin');
     const q = req.query as Static<typeof S.AuditQuery>;
-  app.post('/v1/tenants/:id/leases', { schema: { tags: ['quotas'], summary: 'Take a concurrency slot of a lease metric (freed on release or expiry)', security: bearer, params: S.IdParams, body: S.LeaseBody, response: { 201: S.LeaseSchema, ...problemResponses } } }, async (req, reply) => {
-    const t = await access(req, (req.params as { id: string }).id, 'write');
-    const b = req.body as Static<typeof S.LeaseBody>;
-    return reply.status(201).send(plain(await tenantry.quotas.acquireLease(t.id, b.metric, b.ttlSeconds !== undefined ? { ttlSeconds: b.ttlSeconds } : {})));
-  });
-  app.delete('/v1/tenants/:id/leases/:leaseId', { schema: { tags: ['quotas'], summary: 'Release a lease', security: bearer, params: S.LeaseParams, response: { 200: { type: 'object', properties: { released: { type: 'boolean' } } }, ...problemResponses } } }, async (req) => {
-    const p = req.params as Static<typeof S.LeaseParams>;
-    const t = await access(req, p.id, 'write');
-    return { released: await tenantry.quotas.releaseLease(t.id, p.leaseId) };
-  });
-  app.put('/v1/tenants/:id/gauges/:metric', { schema: { tags: ['quotas'], summary: 'Set a gauge the app measures (refused above its limit)', security: bearer, params: S.GaugeParams, body: S.GaugeBody, response: { 200: S.IncrementResultSchema, ...problemResponses } } }, async (req) => {
-    const p = req.params as Static<typeof S.GaugeParams>;
-    const t = await access(req, p.id, 'write');
-    return tenantry.quotas.setGauge(t.id, p.metric, (req.body as Static<typeof S.GaugeBody>).value);
-  });
-
-  // ---- plans ----
-
-  app.get('/v1/plans', { schema: { tags: ['plans'], summary: 'The plans in force: metrics, tiers in order, features', security: bearer, response: { 200: S.PlansViewSchema, ...problemResponses } } }, async (req) => {
-    // the plans are the same for every tenant (a price list, not a tenant's data): any key that may read
-    const p = req.principal!;
-    if (p.kind === 'tenant' && !p.permissions.includes('read')) throw new TenantryError('FORBIDDEN', `This API key lacks the "read" scope (it has: ${p.permissions.join(', ') || 'none'}).`);
-    const file = tenantry.plans.status();
-    return { plans: tenantry.plans.document(), file: file ?? null };
-  });
-  app.put('/v1/plans', { schema: { tags: ['plans'], summary: 'Apply a plan file (refused when it would strand tenants or usage; dryRun: only the diff)', security: bearer, body: S.PutPlansBody, response: { 200: S.PlanDiffSchema, ...problemResponses } } }, async (req) => {
-    operatorOnly(req);
-    const b = req.body as Static<typeof S.PutPlansBody>;
-    const opts = { ...(b.moveTenants !== undefined ? { moveTenants: b.moveTenants } : {}), ...(b.dropHistory !== undefined ? { dropHistory: b.dropHistory } : {}) };
-    if (b.dryRun) return { applied: false, ...(await tenantry.plans.diff(b.plans, opts)) };
-    return { applied: true, ...(await tenantry.plans.apply(b.plans, opts, actor(req))) };
-  });
-
     const limit = q.limit ?? 50;
     const items = await tenantry.audit(t.id, { limit, ...(q.cursor ? { before: q.cursor } : {}) });
     return { items: plain(items), nextCursor: items.length === limit ? items[items.length - 1]!.id : null };
@@ -434,42 +511,6 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   return app;
 }
 
-function names(t: Tenant, idOrSlug: string): boolean {
-  const k = idOrSlug.toLowerCase();
-  return k === t.id || k === t.slug;
-}
-
-async function authenticate(tenantry: Tenantry, req: FastifyRequest): Promise<Principal> {
-  const header = req.headers.authorization;
-  const token = typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : '';
-  if (!token) throw new TenantryError('UNAUTHORIZED', 'Send Authorization: Bearer <token>: the operator token (TENANTRY_ADMIN_KEY, or the one printed at first start) or a tenant API key.');
-  if (token.startsWith('tnt_live_')) {
-    const v = await tenantry.keys.verify(token);
-    return { kind: 'tenant', tenant: v.tenant, keyId: v.key.id, permissions: v.permissions };
-  }
-  if (tenantry.operatorKey.verify(token)) return { kind: 'operator' };
-  throw new TenantryError('UNAUTHORIZED', 'The bearer token is neither the operator token nor a tenant API key.');
-}
-
-interface Problem { type: string; title: string; status: number; detail: string; code: string; requestId: string }
-
-export function toProblem(err: unknown, requestId: string): Problem {
-  if (isTenantryError(err)) {
-    return { type: `https://tenantry.dev/errors/${err.code}`, title: ERROR_CODES[err.code].title, status: err.status, detail: err.message, code: err.code, requestId };
-  }
-  const e = err as { validation?: unknown; statusCode?: number; code?: string; message?: string };
-  if (e.validation) {
-    return { type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: 400, detail: `Invalid request: ${e.message ?? 'it does not match the schema'}.`, code: 'INVALID_INPUT', requestId };
-  }
-  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-    return { type: 'https://tenantry.dev/errors/PAYLOAD_TOO_LARGE', title: 'Request body too large', status: 413, detail: 'The request body is over 256 KiB.', code: 'PAYLOAD_TOO_LARGE', requestId };
-  }
-  if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
-    return { type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: e.statusCode, detail: e.message ?? 'Bad request.', code: 'INVALID_INPUT', requestId };
-  }
-  return { type: 'about:blank', title: 'Internal error', status: 500, detail: 'An internal error occurred; the request id identifies it in the server log.', code: 'INTERNAL', requestId };
-}
-
 /**
  * The OpenAPI document with the plans' names as enums: every schema marked with PlanName(...) lists
  * the metrics, tiers, quotas or features declared now (a plan applied while the server runs shows at
@@ -498,5 +539,54 @@ function planEnums(doc: unknown, tenantry: Tenantry): unknown {
     return out;
   };
   return walk(doc);
+}
+
+function names(t: Tenant, idOrSlug: string): boolean {
+  const k = idOrSlug.toLowerCase();
+  return k === t.id || k === t.slug;
+}
+
+async function authenticate(tenantry: Tenantry, req: FastifyRequest): Promise<Principal> {
+  const header = req.headers.authorization;
+  const token = typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : '';
+  if (!token) throw new TenantryError('UNAUTHORIZED', 'Send Authorization: Bearer <token>: the operator token (TENANTRY_ADMIN_KEY, or the one printed at first start) or a tenant API key.');
+  // failed credentials are throttled per client address (refused before any check) and per key id
+  const address = req.ip;
+  const keyId = token.startsWith('tnt_live_') ? parseApiKey(token)?.keyId : undefined;
+  tenantry.authThrottle.check(address);
+  try {
+    if (token.startsWith('tnt_live_')) {
+      const v = await tenantry.keys.verify(token);
+      // a tenant-wide key acts as an admin: only an owner (or the operator) makes an owner
+      const authority: KeyAuthority = { keyId: v.key.id, memberUserId: v.key.memberUserId, role: v.key.memberUserId ? v.role ?? 'viewer' : 'admin', permissions: v.permissions };
+      return { kind: 'tenant', tenant: v.tenant, keyId: v.key.id, permissions: v.permissions, authority };
+    }
+    if (tenantry.operatorKey.verify(token)) return { kind: 'operator' };
+    throw new TenantryError('UNAUTHORIZED', 'The bearer token is neither the operator token nor a tenant API key.');
+  } catch (err) {
+    // guesses: a wrong operator token, a wrong or unknown key (revoked and expired keys needed the right secret)
+    if (isTenantryError(err, 'UNAUTHORIZED') || isTenantryError(err, 'INVALID_API_KEY')) throw tenantry.authThrottle.failed(address, keyId, err.code) ?? err;
+    throw err;
+  }
+}
+
+interface Problem { type: string; title: string; status: number; detail: string; code: string; requestId: string }
+
+export function toProblem(err: unknown, requestId: string): Problem {
+  err = translateDatabaseError(err);
+  if (isTenantryError(err)) {
+    return { type: `https://tenantry.dev/errors/${err.code}`, title: ERROR_CODES[err.code].title, status: err.status, detail: err.message, code: err.code, requestId };
+  }
+  const e = err as { validation?: unknown; statusCode?: number; code?: string; message?: string };
+  if (e.validation) {
+    return { type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: 400, detail: `Invalid request: ${e.message ?? 'it does not match the schema'}.`, code: 'INVALID_INPUT', requestId };
+  }
+  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    return { type: 'https://tenantry.dev/errors/PAYLOAD_TOO_LARGE', title: 'Request body too large', status: 413, detail: 'The request body is over 256 KiB.', code: 'PAYLOAD_TOO_LARGE', requestId };
+  }
+  if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) {
+    return { type: 'https://tenantry.dev/errors/INVALID_INPUT', title: ERROR_CODES.INVALID_INPUT.title, status: e.statusCode, detail: e.message ?? 'Bad request.', code: 'INVALID_INPUT', requestId };
+  }
+  return { type: 'about:blank', title: 'Internal error', status: 500, detail: 'An internal error occurred; the request id identifies it in the server log.', code: 'INTERNAL', requestId };
 }
 

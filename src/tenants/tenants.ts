@@ -7,7 +7,8 @@ import {
   toTenant, validateIsolation, validateMetadata, validateName, validateReason, validateStatus, validateTier,
   type Isolation, type Tenant, type TenantRow, type TenantStatus, type Tier,
 } from './model.js';
-import { provisionTenant, teardownTenantObjects, type CreateTenantInput } from '../provisioning/provision.js';
+import { provisionTenant, type CreateTenantInput } from '../provisioning/provision.js';
+import { teardownTenantObjects } from '../provisioning/repair.js';
 import { terminateRoleSessions } from '../isolation/modes.js';
 import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
 
@@ -49,8 +50,11 @@ export class TenantService {
   }
 
   /** Provisions a tenant; the result carries its first API key (`apiKey`), shown this once. */
-  create(input: CreateTenantInput, who?: AuditActor): Promise<Tenant & { apiKey?: CreatedApiKey }> {
-    return provisionTenant(this.core, input, who, this.keys);
+  async create(input: CreateTenantInput, who?: AuditActor): Promise<Tenant & { apiKey?: CreatedApiKey }> {
+    const t = await provisionTenant(this.core, input, who, this.keys);
+    // the first key must verify at once, here, not only once the catalog's NOTIFY arrives
+    if (t.apiKey) await this.keys?.refresh(t.id).catch(() => undefined);
+    return t;
   }
 
   /** By id or slug; throws TENANT_NOT_FOUND. Finds soft-deleted tenants too (check `status`). */
@@ -68,6 +72,20 @@ export class TenantService {
     const [row] = isUuid(key)
       ? await this.core.admin<TenantRow[]>`select * from tenantry_catalog.tenants where id = ${key}`
       : await this.core.admin<TenantRow[]>`select * from tenantry_catalog.tenants where slug = ${key}`;
+    return row ? toTenant(row) : undefined;
+  }
+
+  /**
+   * The live tenant with this slug whose creation was audited under `requestId`, if any: a retry of a
+   * create whose answer was lost (the process died after the commit) finds what that request committed
+   * instead of being told the slug is taken.
+   */
+  async createdByRequest(slug: string, requestId: string): Promise<Tenant | undefined> {
+    const [row] = await this.core.admin<TenantRow[]>`
+      select t.* from tenantry_catalog.tenants t
+      where t.slug = ${slug} and t.status <> 'provisioning'
+        and exists (select 1 from tenantry_catalog.audit_log a
+                    where a.tenant_id = t.id and a.action = 'tenant.created' and a.request_id = ${requestId})`;
     return row ? toTenant(row) : undefined;
   }
 
