@@ -43,7 +43,10 @@ test('a user is one per email, case-insensitively, across tenants; roles per mem
   assert.equal(inB.userId, inA.userId, 'the same user in both tenants');
   assert.equal(inA.role, 'owner');
   assert.equal(inB.role, 'viewer');
-  assert.equal(inB.name, 'Case Person', 'the user keeps the name it was created with');
+  // what A stored about the person (name, the email's casing) is A's: B sees only what B gave
+  assert.equal(inB.name, null, "B's membership has no name: A's name for the person stays A's");
+  assert.equal(inB.email, base.toLowerCase());
+  assert.equal((await m.list(a.id))[0]!.name, 'Case Person');
   const [u] = await inst.su<{ n: number }[]>`select count(*)::int as n from tenantry_catalog.users where lower(email) = lower(${base})`;
   assert.equal(u!.n, 1);
 

@@ -5,7 +5,10 @@ import { TenantryError } from '../errors.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
 import type { TenantService } from '../tenants/tenants.js';
 import type { Tenant } from '../tenants/model.js';
-import { ROLE_PERMISSIONS, type MemberRole } from '../members/roles.js';
+import { ROLE_PERMISSIONS, type KeyAuthority, type MemberRole } from '../members/roles.js';
+
+/** Who acts on keys: for a tenant's own API key, the limits of its power (see KeyAuthority). */
+export type KeyActor = AuditActor & { authority?: KeyAuthority };
 
 export const SCOPES = ['read', 'write', 'admin', 'sql'] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -34,9 +37,16 @@ export interface VerifiedKey {
   key: ApiKeyInfo;
   /** what the key may do: its scopes, intersected with its member's role when tied to a member */
   permissions: Scope[];
+  /** the current role of the member the key is tied to (null for a tenant-wide key, or a member since removed) */
+  role: MemberRole | null;
 }
 
+/** A key row as verify() needs it, with its member's current role. */
+type KnownKey = KeyRow & { role: MemberRole | null };
+
 const PREFIX = 'tnt_live_';
+/** compared against when a key id is unknown, so that path does the same work as a wrong secret */
+const DUMMY_HASH = Buffer.alloc(32);
 const B62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 const KEY_FORMAT = /^tnt_live_([0-9A-Za-z]{12})_([0-9A-Za-z]{32})([0-9A-Za-z]{6})$/;
 
@@ -101,28 +111,64 @@ const toInfo = (r: KeyRow): ApiKeyInfo => ({
 export class ApiKeyService {
   private readonly lastUsed = new Map<string, Date>();
   /**
-   * Verified key rows by key id, for a few seconds: the hot path of every API request then needs no
-   * query. Dropped at once on revoke, rotate and member changes (here, and in other processes through
-   * the catalog's NOTIFY); the secret is still compared, in constant time, on every use.
+   * Every key of the installation by key id (hashes only, as in the catalog), loaded at start and
+   * kept fresh per tenant through the catalog's NOTIFY on every key and membership change. Why all of
+   * them, not the keys recently used: a forged key id is then refused without a catalog query (a
+   * flood of forged keys costs the catalog nothing), and a wrong secret for a real key id and an
+   * unknown key id do the same work (one map lookup, one hash, one constant-time compare, no query),
+   * so neither the answer nor its timing says whether a key id exists (issue 8, finding 8).
    */
-  private readonly cache = new Map<string, { row: KeyRow & { role: MemberRole | null }; at: number }>();
+  private readonly known = new Map<string, KnownKey>();
+  private readonly knownByTenant = new Map<string, Set<string>>();
+  /**
+   * Per tenant: the sequence number and time of the load last applied, and of the last change
+   * announced; the tenant's rows are stale while a change is newer than the load (loads and changes
+   * draw from one sequence, taken when a load starts or a change is heard).
+   */
+  private readonly freshness = new Map<string, { seq: number; at: number; changed: number }>();
+  private seq = 0;
+  private loaded = false;
+  private initial: Promise<void> | undefined;
+  private readonly pending = new Map<string, { seq: number; promise: Promise<void> }>();
   private readonly cacheTtlMs: number;
   private readonly flusher: NodeJS.Timeout;
+  private readonly refresher: NodeJS.Timeout;
+  /** the work verify() did, for tests and benchmarks: catalog lookups on its path, hashes, compares */
+  readonly work = { lookups: 0, hashes: 0, compares: 0 };
 
   constructor(private readonly core: Core, private readonly tenants: TenantService, private readonly pepper: string | undefined) {
     this.cacheTtlMs = Math.min(core.opts.tenantCacheTtlMs, 5000);
     this.flusher = setInterval(() => void this.flushLastUsed(), 15_000);
     this.flusher.unref();
+    // a safety net under the NOTIFY (a notification lost while the listening connection was down)
+    this.refresher = setInterval(() => { if (this.loaded) void this.reloadAll().catch(() => undefined); }, 300_000);
+    this.refresher.unref();
   }
 
   private hash(secret: string): Buffer {
     return this.pepper ? createHmac('sha256', this.pepper).update(secret).digest() : createHash('sha256').update(secret).digest();
   }
 
-  async create(idOrSlug: string, input: { name: string; scopes?: string[]; expiresAt?: Date | null; memberUserId?: string | null }, who: AuditActor = {}): Promise<CreatedApiKey> {
+  async create(idOrSlug: string, input: { name: string; scopes?: string[]; expiresAt?: Date | null; memberUserId?: string | null }, who: KeyActor = {}): Promise<CreatedApiKey> {
     const t = await this.tenants.get(idOrSlug);
     if (t.status === 'deleted') throw new TenantryError('TENANT_DELETED', `Tenant "${t.slug}" is deleted; restore it before issuing keys.`);
-    return this.core.admin.begin((tx) => this.createIn(tx, t, input, who));
+    const a = who.authority;
+    if (a) {
+      // A key made with a tenant's own key can do no more than the key that made it, and one made with
+      // a member-bound key is bound to the same member, so removing or demoting that member removes or
+      // lowers it too (the attack: a member-bound admin key minting an unbound all-scope key that
+      // outlived the member).
+      const scopes = validateScopes(input?.scopes ?? ['read', 'write']);
+      const beyond = scopes.filter((x) => !a.permissions.includes(x));
+      if (beyond.length > 0) throw new TenantryError('FORBIDDEN', `This API key cannot create a key with scopes it does not have itself (${beyond.join(', ')}; it has: ${a.permissions.join(', ') || 'none'}).`);
+      if (a.memberUserId && input.memberUserId != null && input.memberUserId !== a.memberUserId) {
+        throw new TenantryError('FORBIDDEN', 'A key bound to a member can only create keys bound to the same member.');
+      }
+      if (a.memberUserId) input = { ...input, memberUserId: a.memberUserId };
+    }
+    const created = await this.core.admin.begin((tx) => this.createIn(tx, t, input, who));
+    await this.refresh(t.id).catch(() => undefined);
+    return created;
   }
 
   /** Inside a caller's transaction: provisioning issues the first key in the transaction that activates the tenant. */
@@ -162,7 +208,7 @@ export class ApiKeyService {
     return rows.map((r) => ({ ...toInfo(r), lastUsedAt: this.lastUsed.get(r.id) ?? r.last_used_at }));
   }
 
-  async revoke(idOrSlug: string, keyId: string, who: AuditActor = {}): Promise<ApiKeyInfo> {
+  async revoke(idOrSlug: string, keyId: string, who: KeyActor = {}): Promise<ApiKeyInfo> {
     const t = await this.tenants.get(idOrSlug);
     const result = await this.core.admin.begin(async (tx) => {
       const [row] = await tx<KeyRow[]>`
@@ -172,12 +218,12 @@ export class ApiKeyService {
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'api_key.revoked', target: `api_key:${row.id}`, requestId: who.requestId, details: { name: row.name } });
       return toInfo(row);
     });
-    this.invalidate(t.id);
+    await this.refresh(t.id).catch(() => undefined);
     return result;
   }
 
   /** A new key with the same name, scopes and member; the old one stays valid for `graceSeconds` (default 0). */
-  async rotate(idOrSlug: string, keyId: string, opts: { graceSeconds?: number } = {}, who: AuditActor = {}): Promise<CreatedApiKey> {
+  async rotate(idOrSlug: string, keyId: string, opts: { graceSeconds?: number } = {}, who: KeyActor = {}): Promise<CreatedApiKey> {
     const grace = opts.graceSeconds ?? 0;
     if (!Number.isInteger(grace) || grace < 0 || grace > 30 * 86_400) throw new TenantryError('INVALID_INPUT', 'graceSeconds must be an integer from 0 to 2592000 (30 days).');
     const t = await this.tenants.get(idOrSlug);
@@ -185,6 +231,13 @@ export class ApiKeyService {
       const [old] = await tx<KeyRow[]>`select * from tenantry_catalog.api_keys where id = ${String(keyId)} and tenant_id = ${t.id} for update`;
       if (!old) throw new TenantryError('API_KEY_NOT_FOUND', `Tenant "${t.slug}" has no API key ${JSON.stringify(keyId)}.`);
       if (old.revoked_at) throw new TenantryError('API_KEY_REVOKED', `API key ${old.id} is revoked; create a new key instead.`);
+      // rotating hands out a new secret with the old key's powers: only to a key that could have made it
+      const a = who.authority;
+      if (a) {
+        const beyond = old.scopes.filter((x) => !a.permissions.includes(x));
+        if (beyond.length > 0) throw new TenantryError('FORBIDDEN', `This API key cannot rotate a key with scopes it does not have itself (${beyond.join(', ')}).`);
+        if (a.memberUserId && old.member_user_id !== a.memberUserId) throw new TenantryError('FORBIDDEN', 'A key bound to a member can only rotate keys bound to the same member.');
+      }
       await tx`
         update tenantry_catalog.api_keys
         set expires_at = least(coalesce(expires_at, 'infinity'::timestamptz), now() + make_interval(secs => ${grace}))
@@ -194,49 +247,143 @@ export class ApiKeyService {
         expiresAt: old.expires_at && old.expires_at.getTime() > Date.now() ? old.expires_at : null,
       }, who);
     });
-    this.invalidate(t.id);
+    await this.refresh(t.id).catch(() => undefined);
     return created;
   }
 
   /**
-   * Checks a presented key. Malformed keys and bad checksums are refused before any database work;
-   * then lookup by key id and a constant-time comparison of hashes. Distinct codes for revoked and
-   * expired keys and for suspended or deleted tenants.
+   * Checks a presented key. Malformed keys and bad checksums are refused before any other work; then
+   * the key id is looked up in memory and the secret's hash compared in constant time, against a dummy
+   * when the id is unknown: the same work, the same answer and no catalog query whether the id exists
+   * or not. Only a matching secret may refresh the key's row from the catalog (when a change was
+   * announced, or the row is older than the cache time), so that work reveals nothing to a guesser.
+   * Distinct codes for revoked and expired keys and for suspended or deleted tenants.
    */
   async verify(presented: string): Promise<VerifiedKey> {
     const parsed = parseApiKey(presented);
     if (!parsed) throw new TenantryError('INVALID_API_KEY', 'The API key is malformed or mistyped (checksum mismatch). Keys look like tnt_live_<id>_<secret>.');
-    let row: (KeyRow & { role: MemberRole | null }) | undefined;
-    const hit = this.cache.get(parsed.keyId);
-    if (hit && Date.now() - hit.at < this.cacheTtlMs) {
-      row = hit.row;
-    } else {
-      [row] = await this.core.admin<(KeyRow & { role: MemberRole | null })[]>`
-        select k.*, m.role from tenantry_catalog.api_keys k
-        left join tenantry_catalog.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.member_user_id
-        where k.id = ${parsed.keyId}`;
-      if (row && this.cacheTtlMs > 0) this.cache.set(parsed.keyId, { row, at: Date.now() });
-    }
-    // compare against a dummy when the id is unknown, so timing does not reveal which ids exist
-    const stored = row?.secret_hash ?? Buffer.alloc(32);
-    const match = timingSafeEqual(this.hash(parsed.secret), stored);
+    if (!this.loaded) await this.loadAllOnce();
+    let row = this.known.get(parsed.keyId);
+    const presentedHash = this.hash(parsed.secret);
+    this.work.hashes++;
+    this.work.compares++;
+    const match = timingSafeEqual(presentedHash, row?.secret_hash ?? DUMMY_HASH);
     if (!row || !match) throw new TenantryError('INVALID_API_KEY', 'The API key is not valid.');
+    const f = this.freshness.get(row.tenant_id);
+    if (!f || f.changed > f.seq || Date.now() - f.at >= this.cacheTtlMs) {
+      this.work.lookups++;
+      await this.reloadTenant(row.tenant_id, f?.changed ?? 0);
+      row = this.known.get(parsed.keyId);
+      if (!row) throw new TenantryError('INVALID_API_KEY', 'The API key is not valid.');
+    }
     if (row.revoked_at) throw new TenantryError('API_KEY_REVOKED', `API key ${row.id} was revoked; ask the tenant's admin for a new one.`);
     if (row.expires_at && row.expires_at.getTime() <= Date.now()) throw new TenantryError('API_KEY_EXPIRED', `API key ${row.id} expired at ${row.expires_at.toISOString()}; rotate or create a new one.`);
-    const tenant = await this.tenants.resolveForWork(row.tenant_id);
+    let tenant: Tenant;
+    try {
+      tenant = await this.tenants.resolveForWork(row.tenant_id);
+    } catch (err) {
+      // a hard-deleted tenant's keys are gone with it (the announcement may still be on its way)
+      if (err instanceof TenantryError && err.code === 'TENANT_NOT_FOUND') {
+        this.markChanged(row.tenant_id);
+        throw new TenantryError('INVALID_API_KEY', 'The API key is not valid.');
+      }
+      throw err;
+    }
     let permissions = row.scopes;
     if (row.member_user_id) {
       const allowed = row.role ? ROLE_PERMISSIONS[row.role] : [];
       permissions = row.scopes.filter((s) => (allowed as readonly string[]).includes(s));
     }
     this.lastUsed.set(row.id, new Date());
-    return { tenant, key: toInfo(row), permissions };
+    return { tenant, key: toInfo(row), permissions, role: row.member_user_id ? row.role : null };
   }
 
-  /** Drops cached verifications of one tenant's keys (or all). */
+  /** The tenant of a key id, from memory (no query): for attributing a throttled key id in the audit log. */
+  tenantOfKeyId(keyId: string): string | undefined {
+    return this.known.get(keyId)?.tenant_id;
+  }
+
+  /**
+   * A change to a tenant's keys or members was announced (here, or by another process through the
+   * catalog's NOTIFY): its rows are reloaded now, and until then a matching secret reloads them
+   * itself before it is trusted. No argument: every tenant (the listening connection was re-made).
+   */
   invalidate(tenantId?: string): void {
-    if (!tenantId) return this.cache.clear();
-    for (const [id, e] of this.cache) if (e.row.tenant_id === tenantId) this.cache.delete(id);
+    const warn = (err: unknown): void => this.core.logger.warn({ err, tenantId }, 'reloading API keys failed');
+    if (!tenantId) {
+      for (const id of this.freshness.keys()) this.markChanged(id);
+      if (this.loaded) void this.reloadAll().catch(warn);
+      return;
+    }
+    // new keys (made in another process) must be known here before anyone presents them
+    void this.refresh(tenantId).catch(warn);
+  }
+
+  /**
+   * Records a change to a tenant's keys or members and reloads them. Callers that create keys in a
+   * transaction of their own (provisioning) call it after the commit.
+   */
+  refresh(tenantId: string): Promise<void> {
+    return this.reloadTenant(tenantId, this.markChanged(tenantId));
+  }
+
+  private markChanged(tenantId: string): number {
+    const changed = ++this.seq;
+    const f = this.freshness.get(tenantId);
+    if (f) f.changed = changed;
+    else this.freshness.set(tenantId, { seq: 0, at: 0, changed });
+    return changed;
+  }
+
+  /** Starts loading every key (verify() waits for it; a failed load is retried by the next verify()). */
+  preload(): void {
+    void this.loadAllOnce().catch((err: unknown) => this.core.logger.warn({ err }, 'loading API keys failed'));
+  }
+
+  private loadAllOnce(): Promise<void> {
+    this.initial ??= this.reloadAll().then(() => { this.loaded = true; }, (err: unknown) => { this.initial = undefined; throw err; });
+    return this.initial;
+  }
+
+  /** Loads every key of the installation. */
+  private async reloadAll(): Promise<void> {
+    const seq = ++this.seq;
+    const rows = await this.core.admin<KnownKey[]>`
+      select k.*, m.role from tenantry_catalog.api_keys k
+      left join tenantry_catalog.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.member_user_id`;
+    const byTenant = new Map<string, KnownKey[]>();
+    for (const r of rows) {
+      const list = byTenant.get(r.tenant_id);
+      if (list) list.push(r); else byTenant.set(r.tenant_id, [r]);
+    }
+    for (const tenantId of new Set([...this.knownByTenant.keys(), ...byTenant.keys()])) this.apply(tenantId, byTenant.get(tenantId) ?? [], seq);
+  }
+
+  /** Reloads one tenant's keys; callers share a load that began after the change they need to see. */
+  private reloadTenant(tenantId: string, after: number): Promise<void> {
+    const running = this.pending.get(tenantId);
+    if (running && running.seq > after) return running.promise;
+    const seq = ++this.seq;
+    const promise = (async () => {
+      const rows = await this.core.admin<KnownKey[]>`
+        select k.*, m.role from tenantry_catalog.api_keys k
+        left join tenantry_catalog.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.member_user_id
+        where k.tenant_id = ${tenantId}`;
+      this.apply(tenantId, rows, seq);
+    })().finally(() => { if (this.pending.get(tenantId)?.seq === seq) this.pending.delete(tenantId); });
+    this.pending.set(tenantId, { seq, promise });
+    return promise;
+  }
+
+  /** Replaces a tenant's keys with a load's result, unless a load begun later was applied already. */
+  private apply(tenantId: string, rows: KnownKey[], seq: number): void {
+    const f = this.freshness.get(tenantId);
+    if (f && f.seq > seq) return;
+    for (const id of this.knownByTenant.get(tenantId) ?? []) this.known.delete(id);
+    if (rows.length > 0) this.knownByTenant.set(tenantId, new Set(rows.map((r) => r.id)));
+    else this.knownByTenant.delete(tenantId);
+    for (const r of rows) this.known.set(r.id, r);
+    this.freshness.set(tenantId, { seq, at: Date.now(), changed: f?.changed ?? 0 });
   }
 
   /** Writes the batched last-use times: one UPDATE for all keys used since the last flush. */
@@ -252,6 +399,7 @@ export class ApiKeyService {
 
   async stop(): Promise<void> {
     clearInterval(this.flusher);
+    clearInterval(this.refresher);
     await this.flushLastUsed();
   }
 }

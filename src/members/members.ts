@@ -6,7 +6,10 @@ import { appendAudit, type AuditActor } from '../audit/audit.js';
 import type { TenantService } from '../tenants/tenants.js';
 import type { QuotaService } from '../quotas/quotas.js';
 import type { Tenant } from '../tenants/model.js';
-import { MEMBER_ROLES, type MemberRole } from './roles.js';
+import { MEMBER_ROLES, ROLE_RANK, type KeyAuthority, type MemberRole } from './roles.js';
+
+/** Who acts on members: for a tenant's own API key, the limits of its power (see KeyAuthority). */
+export type MemberActor = AuditActor & { authority?: KeyAuthority };
 
 export interface Member {
   userId: string;
@@ -49,6 +52,18 @@ function validateUserId(id: unknown): string {
 }
 const tokenHash = (token: string): Buffer => createHash('sha256').update(token).digest();
 
+/**
+ * Nobody raises a role above their own, and only an owner makes an owner: a key acting as an admin
+ * (a tenant-wide key, or one bound to an admin) can neither grant nor take away the owner role. The
+ * attack it stops: a member-bound admin key promoting its own member to owner and demoting the owner.
+ */
+function assertMayHandle(who: MemberActor, role: MemberRole, what: string): void {
+  const a = who.authority;
+  if (!a || ROLE_RANK[role] <= ROLE_RANK[a.role]) return;
+  const as = a.memberUserId ? `a member with role ${a.role}` : 'a tenant-wide admin';
+  throw new TenantryError('FORBIDDEN', `This API key acts as ${as} and cannot ${what} ${role}: ${role === 'owner' ? 'only an owner (or the operator) makes, changes or removes an owner' : 'nobody acts on a role above their own'}.`);
+}
+
 type Tx = TransactionSql | Sql;
 
 /**
@@ -65,40 +80,47 @@ export class MemberService {
   async list(idOrSlug: string): Promise<Member[]> {
     const t = await this.tenants.get(idOrSlug);
     const rows = await this.core.admin<{ user_id: string; email: string; name: string | null; role: MemberRole; created_at: Date }[]>`
-      select m.user_id, u.email, u.name, m.role, m.created_at from tenantry_catalog.memberships m
-      join tenantry_catalog.users u on u.id = m.user_id where m.tenant_id = ${t.id} order by m.created_at, u.email`;
+      select m.user_id, m.email, m.name, m.role, m.created_at from tenantry_catalog.memberships m
+      where m.tenant_id = ${t.id} order by m.created_at, lower(m.email)`;
     return rows.map((r) => ({ userId: r.user_id, email: r.email, name: r.name, role: r.role, createdAt: r.created_at }));
   }
 
-  async add(idOrSlug: string, input: { email: string; name?: string; role: MemberRole | string }, who: AuditActor = {}): Promise<Member> {
+  async add(idOrSlug: string, input: { email: string; name?: string; role: MemberRole | string }, who: MemberActor = {}): Promise<Member> {
     const email = validateEmail(input?.email);
     const role = validateRole(input?.role);
+    assertMayHandle(who, role, 'add a member with the role');
     const name = input.name === undefined ? null : String(input.name).slice(0, 200);
     const t = await this.tenants.resolveForWork(idOrSlug);
     return this.core.admin.begin((tx) => this.addIn(tx, t, email, name, role, who, 'member.added'));
   }
 
   private async addIn(tx: Tx, t: Tenant, email: string, name: string | null, role: MemberRole, who: AuditActor, action: string): Promise<Member> {
-    const [user] = await tx<{ id: string; email: string; name: string | null }[]>`
-      insert into tenantry_catalog.users (id, email, name) values (${randomUUID()}, ${email}, ${name})
-      on conflict ((lower(email))) do update set name = coalesce(tenantry_catalog.users.name, excluded.name)
-      returning id, email, name`;
+    // The user row is only the identity (one per email, case-insensitively); what this tenant calls the
+    // person (name, the email as typed) lives on its membership, so adding someone who belongs to
+    // another tenant neither reveals nor changes what that tenant stored (the no-op update only makes
+    // RETURNING give the existing id).
+    const [user] = await tx<{ id: string }[]>`
+      insert into tenantry_catalog.users (id, email) values (${randomUUID()}, ${email})
+      on conflict ((lower(email))) do update set email = tenantry_catalog.users.email
+      returning id`;
     const inserted = await tx<{ created_at: Date }[]>`
-      insert into tenantry_catalog.memberships (tenant_id, user_id, role) values (${t.id}, ${user!.id}, ${role})
+      insert into tenantry_catalog.memberships (tenant_id, user_id, role, email, name) values (${t.id}, ${user!.id}, ${role}, ${email}, ${name})
       on conflict do nothing returning created_at`;
     if (inserted.length === 0) throw new TenantryError('MEMBER_EXISTS', `${email} is already a member of "${t.slug}"; change their role instead.`);
     // the same atomic debit as increment(): refused when max_users is reached, and the transaction rolls back
     if (this.quotas.meters('users')) await this.quotas.debit(tx, t, 'users', 1);
     await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action, target: `user:${user!.id}`, requestId: who.requestId, details: { email, role } });
-    return { userId: user!.id, email: user!.email, name: user!.name, role, createdAt: inserted[0]!.created_at };
+    return { userId: user!.id, email, name, role, createdAt: inserted[0]!.created_at };
   }
 
-  async updateRole(idOrSlug: string, userId: string, roleInput: MemberRole | string, who: AuditActor = {}): Promise<Member> {
+  async updateRole(idOrSlug: string, userId: string, roleInput: MemberRole | string, who: MemberActor = {}): Promise<Member> {
     const role = validateRole(roleInput);
     const uid = validateUserId(userId);
+    assertMayHandle(who, role, 'grant the role');
     const t = await this.tenants.get(idOrSlug);
     return this.core.admin.begin(async (tx) => {
       const before = await this.lockForChange(tx, t, uid);
+      assertMayHandle(who, before.role, 'change the role of a member who has the role');
       if (before.role === 'owner' && role !== 'owner') await this.assertNotLastOwner(tx, t);
       await tx`update tenantry_catalog.memberships set role = ${role}, updated_at = now() where tenant_id = ${t.id} and user_id = ${uid}`;
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'member.role_changed', target: `user:${uid}`, requestId: who.requestId, details: { from: before.role, to: role } });
@@ -106,11 +128,12 @@ export class MemberService {
     }).finally(() => this.onMembersChanged(t.id));
   }
 
-  async remove(idOrSlug: string, userId: string, who: AuditActor = {}): Promise<void> {
+  async remove(idOrSlug: string, userId: string, who: MemberActor = {}): Promise<void> {
     const uid = validateUserId(userId);
     const t = await this.tenants.get(idOrSlug);
     await this.core.admin.begin(async (tx) => {
       const before = await this.lockForChange(tx, t, uid);
+      assertMayHandle(who, before.role, 'remove a member who has the role');
       if (before.role === 'owner') await this.assertNotLastOwner(tx, t);
       await tx`delete from tenantry_catalog.memberships where tenant_id = ${t.id} and user_id = ${uid}`;
       // keys tied to the member stop working with the membership
@@ -126,8 +149,8 @@ export class MemberService {
    */
   private async lockForChange(tx: Tx, t: Tenant, uid: string): Promise<Member> {
     const rows = await tx<{ user_id: string; email: string; name: string | null; role: MemberRole; created_at: Date }[]>`
-      select m.user_id, u.email, u.name, m.role, m.created_at from tenantry_catalog.memberships m
-      join tenantry_catalog.users u on u.id = m.user_id where m.tenant_id = ${t.id} order by m.user_id for update of m`;
+      select m.user_id, m.email, m.name, m.role, m.created_at from tenantry_catalog.memberships m
+      where m.tenant_id = ${t.id} order by m.user_id for update`;
     const r = rows.find((x) => x.user_id === uid);
     if (!r) throw new TenantryError('MEMBER_NOT_FOUND', `User ${uid} is not a member of "${t.slug}".`);
     return { userId: r.user_id, email: r.email, name: r.name, role: r.role, createdAt: r.created_at };
@@ -141,9 +164,10 @@ export class MemberService {
   // ---- invitations ----
 
   /** Creates an invitation; the token is returned this once and stored only as a hash. */
-  async invite(idOrSlug: string, input: { email: string; role: MemberRole | string; expiresInHours?: number }, who: AuditActor = {}): Promise<{ invitation: Invitation; token: string }> {
+  async invite(idOrSlug: string, input: { email: string; role: MemberRole | string; expiresInHours?: number }, who: MemberActor = {}): Promise<{ invitation: Invitation; token: string }> {
     const email = validateEmail(input?.email);
     const role = validateRole(input?.role);
+    assertMayHandle(who, role, 'invite with the role');
     const hours = input.expiresInHours ?? 72;
     if (!Number.isInteger(hours) || hours < 1 || hours > 24 * 90) throw new TenantryError('INVALID_INPUT', 'expiresInHours must be an integer from 1 to 2160.');
     const t = await this.tenants.resolveForWork(idOrSlug);

@@ -44,6 +44,12 @@ export function createMetrics(tenantry: Tenantry, opts: { tenantLabels: boolean 
 
   tenantry.events.on('provisioned', (e) => provisioning.observe({ isolation: e.isolation, outcome: e.outcome }, e.durationMs / 1000));
   tenantry.events.on('quotaRejected', (e) => quotaRejections.inc(opts.tenantLabels ? { metric: e.metric, tenant: e.tenantId } : { metric: e.metric }));
+  const authFailures = new Counter({ name: 'tenantry_auth_failures_total', help: 'Failed authentications (wrong operator token, wrong or unknown API key), by the code answered', labelNames: ['reason'], registers: [registry] });
+  const authThrottled = new Counter({ name: 'tenantry_auth_throttled_total', help: 'Bursts of failed authentications that throttled a client address or a key id (one per burst)', labelNames: ['scope'], registers: [registry] });
+  const authRefused = new Counter({ name: 'tenantry_auth_refused_total', help: 'Requests answered 429 because their client address or key id failed too often', labelNames: ['scope'], registers: [registry] });
+  tenantry.events.on('authFailed', (e) => authFailures.inc({ reason: e.reason }));
+  tenantry.events.on('authThrottled', (e) => authThrottled.inc({ scope: e.scope }));
+  tenantry.events.on('authRefused', (e) => authRefused.inc({ scope: e.scope }));
   tenantry.events.on('rateLimited', (e) => (opts.tenantLabels ? rateLimited.inc({ tenant: e.tenantId }) : rateLimited.inc()));
 
   return {
