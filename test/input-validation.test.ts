@@ -147,9 +147,11 @@ test('create() refuses a bad trialDays with INVALID_INPUT, giving the range', as
 });
 
 test('create() refuses a bad name and a non-object input with INVALID_INPUT', async () => {
-  for (const name of ['', '   ', 'a\u0000b', 'line\nbreak', 'x'.repeat(201), 42]) {
+  for (const name of ['', '   ', 'line\nbreak', 'x'.repeat(201), 42]) {
     await refused(() => create({ slug: 'name-test', name }), 'INVALID_INPUT', ['name', '1-200']);
   }
+  // a NUL is caught by the one check every call runs first, which says what is wrong with the text
+  await refused(() => create({ slug: 'name-test', name: 'a\u0000b' }), 'INVALID_INPUT', ['name', 'NUL']);
   for (const input of [null, undefined, 'acme', 42]) {
     await refused(() => create(input), 'INVALID_INPUT', ['slug']);
   }
@@ -334,4 +336,64 @@ test('list() filters by status, tier and isolation, and its cursor walks every t
   }
   assert.ok((await walk({ tier: 'custom' }, 2)).length >= 3, 'the custom fillers are found');
   assert.deepEqual((await tenantry.tenants.list({ status: 'provisioning' })).items, []);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Hostile text in every public call: NUL bytes (PostgreSQL's 22021) and lone surrogates (no UTF-8 at
+// all) are refused before PostgreSQL sees them, naming the field, with nothing written
+// ---------------------------------------------------------------------------------------------------
+
+const POISONS: [label: string, text: string][] = [['a NUL byte', 'ab\u0000cd'], ['a lone high surrogate', 'ab\ud800'], ['a lone low surrogate', '\udc00cd']];
+
+for (const [label, bad] of POISONS) {
+  test(`every public call refuses ${label} in any text argument with INVALID_INPUT naming it, writing nothing`, async () => {
+    const t = await create({ slug: `hostile-${POISONS.findIndex(([l]) => l === label)}`, isolation: 'pooled', tier: 'enterprise' });
+    const { tenantry } = inst;
+    const member = await tenantry.members.add(t.id, { email: `m-${randomUUID().slice(0, 8)}@example.com`, role: 'member' });
+    const key = await tenantry.keys.create(t.id, { name: 'k' });
+    const calls: [field: string, call: () => Promise<unknown>][] = [
+      ['slug', () => create({ slug: bad })],
+      ['name', () => create({ slug: 'hostile-name', name: bad })],
+      ['metadata.note', () => create({ slug: 'hostile-meta', metadata: { note: bad } })],
+      ['metadata.deep[1].x', () => create({ slug: 'hostile-deep', metadata: { deep: ['ok', { x: bad }] } })],
+      ['a key of metadata', () => create({ slug: 'hostile-key', metadata: { [bad]: 1 } })],
+      ['idOrSlug', () => tenantry.tenants.get(bad)],
+      ['reason', () => tenantry.tenants.suspend(t.id, bad)],
+      ['name', () => tenantry.tenants.update(t.id, { name: bad })],
+      ['metadata.plan', () => tenantry.tenants.update(t.id, { metadata: { plan: bad } })],
+      ['idempotencyKey', () => tenantry.quotas.increment(t.id, 'api_calls', 1, { idempotencyKey: bad })],
+      ['name', () => tenantry.keys.create(t.id, { name: bad })],
+      ['keyId', () => tenantry.keys.revoke(t.id, bad)],
+      ['presented', () => tenantry.keys.verify(`tnt_live_${bad}`)],
+      ['email', () => tenantry.members.add(t.id, { email: `${bad}@example.com`, role: 'member' })],
+      ['name', () => tenantry.members.add(t.id, { email: 'named@example.com', name: bad, role: 'member' })],
+      ['email', () => tenantry.members.invite(t.id, { email: `${bad}@example.com`, role: 'viewer' })],
+      ['userId', () => tenantry.members.updateRole(t.id, bad, 'admin')],
+      ['token', () => tenantry.members.accept(bad, {})],
+      ['feature', () => tenantry.features.set(t.id, bad, true)],
+      ['text', () => tenantry.query(t.id, `select '${bad}'`)],
+      ['params[0]', () => tenantry.query(t.id, 'select $1::text', [bad])],
+      ['sql', () => tenantry.runTenantSql(t.id, { sql: `select '${bad}'` })],
+      ['params[1]', () => tenantry.runTenantSql(t.id, { sql: 'select $1::text, $2::text', params: ['ok', bad] })],
+      ['before', () => tenantry.audit(t.id, { before: bad })],
+      ['idOrSlug', () => tenantry.withTenant(bad, async () => 1)],
+    ];
+    for (const [field, call] of calls) {
+      const err = await refused(call, 'INVALID_INPUT', [field]);
+      assert.equal(err.details?.field, field, `details.field of ${err.message}`);
+    }
+    // the tenant, its member and key are untouched, and valid text with astral characters passes
+    assert.equal((await tenantry.tenants.get(t.id)).status, 'active');
+    assert.equal((await tenantry.members.list(t.id)).some((m) => m.userId === member.userId), true);
+    assert.equal((await tenantry.keys.list(t.id)).find((k) => k.id === key.id)?.revokedAt, null);
+    const named = await tenantry.tenants.update(t.id, { name: 'Ok \ud83d\ude00 Inc', metadata: { emoji: '\ud83d\udc4d' } });
+    assert.equal(named.name, 'Ok \ud83d\ude00 Inc');
+  });
+}
+
+test('absurdly long or deeply nested input is refused with INVALID_INPUT before PostgreSQL sees it', async () => {
+  await refused(() => inst.tenantry.tenants.get('x'.repeat(2_000_000)), 'INVALID_INPUT', ['idOrSlug', '1048576']);
+  let deep: unknown = 'leaf';
+  for (let i = 0; i < 100; i++) deep = { d: deep };
+  await refused(() => create({ slug: 'deep-meta', metadata: deep as Record<string, unknown> }), 'INVALID_INPUT', ['metadata', 'deeper than 64']);
 });
