@@ -9,6 +9,7 @@ import { benchProvisioning } from './provisioning.js';
 import { benchWithTenant } from './with-tenant.js';
 import { benchMigrations } from './migrations.js';
 import { benchGovernance } from './governance.js';
+import { benchPlans } from './plans.js';
 import { benchHttp } from './http.js';
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
@@ -16,6 +17,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   'with-tenant': benchWithTenant,
   migrations: benchMigrations,
   governance: benchGovernance,
+  plans: benchPlans,
   http: benchHttp,
 };
 

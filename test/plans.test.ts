@@ -307,6 +307,59 @@ test('plans types: the generated .d.ts makes increment(tenant, "participants", 1
   }
 });
 
+test('the CLI: plans diff (exit 4 on a refusal), plans apply refused then --move-tenants, plans show, plans types', { timeout: 180_000 }, async () => {
+  const run = (args: string[]): { code: number | null; stdout: string; stderr: string } => {
+    const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: inst.adminUrl, TENANTRY_NAMESPACE: inst.namespace, LOG_LEVEL: 'silent' };
+    for (const k of ['NODE_TEST_CONTEXT', 'TENANTRY_ADMIN_KEY', 'TENANTRY_PLANS']) delete env[k];
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+    return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+  const dir = mkdtempSync(path.join(tmpdir(), 'tenantry-plans-cli-'));
+  try {
+    const onStarter = await inst.tenantry.tenants.create({ slug: slug(), tier: 'starter' });
+    const renamed = clone(example('hackathon-platform')) as Json;
+    renamed.tiers[1].name = 'growth';
+    const file = path.join(dir, 'tenantry.plans.json');
+    writeFileSync(file, JSON.stringify(renamed, null, 2));
+    const before = await catalogSnapshot();
+
+    const diff = run(['plans', 'diff', file, '--json']);
+    assert.equal(diff.code, 4, diff.stderr);
+    const d = JSON.parse(diff.stdout) as { refusals: { code: string }[]; changes: { change: string; target: string }[] };
+    assert.deepEqual(d.refusals.map((r) => r.code), ['PLAN_TIER_IN_USE']);
+    assert.ok(d.changes.some((c) => c.change === 'tier.added' && c.target === 'tier:growth'));
+    const human = run(['plans', 'diff', file]);
+    assert.match(human.stdout, /REFUSED:\n {2}PLAN_TIER_IN_USE: Tier starter is removed/);
+
+    const refused = run(['plans', 'apply', file]);
+    assert.equal(refused.code, 4, refused.stdout + refused.stderr);
+    assert.match(refused.stderr, /PLAN_TIER_IN_USE|Tier starter is removed/);
+    assert.equal(await catalogSnapshot(), before, 'refused by the CLI: nothing changed');
+
+    const applied = run(['plans', 'apply', file, '--move-tenants', 'growth']);
+    assert.equal(applied.code, 0, applied.stdout + applied.stderr);
+    assert.match(applied.stdout, /applied\./);
+    assert.equal((await inst.tenantry.tenants.get(onStarter.id)).tier, 'growth');
+
+    const show = run(['plans', 'show']);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, /^TIER +EVENTS +PARTICIPANTS +STORAGE +ADMINS +JUDGING_SESSIONS +EMAILS +RATE_LIMIT +RETENTION_DAYS +FEATURES$/m);
+    assert.match(show.stdout, /^growth +5 +200 +5 +3 +5 +1000 +300 +90 +custom_branding,analytics$/m);
+
+    const types = run(['plans', 'types', file, '--out', '-']);
+    assert.equal(types.code, 0, types.stderr);
+    assert.match(types.stdout, /tier: "free" \| "growth" \| "professional" \| "enterprise";/);
+    const bad = path.join(dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ tiers: [{ name: 'x', limits: { nope: 1 }, rateLimit: 1, retentionDays: 1 }] }));
+    const badRun = run(['plans', 'types', bad, '--out', '-']);
+    assert.equal(badRun.code, 2, 'a bad plan file is a usage error');
+    assert.match(badRun.stderr, /\$\.tiers\[0\]\.limits\.nope: unknown metric/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  await inst.tenantry.plans.apply(example('hackathon-platform'), { moveTenants: 'starter' });
+});
+
 test('parsePlansText and validatePlans fill in defaults: scale 1, quota = name, lease TTL 300, app gauges, the first tier as default', () => {
   const p = parsePlansText(JSON.stringify({
     metrics: [{ name: 'seats', kind: 'count' }, { name: 'slots', kind: 'lease' }, { name: 'gb', kind: 'gauge' }],

@@ -9,7 +9,10 @@ import { Tenantry } from '../tenantry.js';
 import { TenantryError, isTenantryError } from '../errors.js';
 import { serverOptions, PACKAGE_ROOT } from '../config.js';
 import path from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
+import { readPlanFile, type PlanDiff } from '../plans/plans.js';
+import { plansDocument } from '../plans/plan-file.js';
+import { plansDeclaration } from '../plans/plan-types.js';
 import { spawn } from 'node:child_process';
 import type { Tenant } from '../tenants/model.js';
 import { buildServer, tenantView } from '../server/app.js';
@@ -21,7 +24,8 @@ export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, NOT_FOUND: 3, CONFLICT: 4, CH
 function exitCodeFor(err: unknown): number {
   if (!isTenantryError(err)) return EXIT.FAILURE;
   switch (err.code) {
-    case 'INVALID_INPUT': case 'INVALID_SLUG': case 'INVALID_TIER': case 'INVALID_ISOLATION': return EXIT.USAGE;
+    case 'INVALID_INPUT': case 'INVALID_SLUG': case 'INVALID_TIER': case 'INVALID_ISOLATION': case 'INVALID_PLANS': return EXIT.USAGE;
+    case 'PLAN_TIER_IN_USE': case 'PLAN_METRIC_HAS_USAGE': return EXIT.CONFLICT;
     case 'TENANT_NOT_FOUND': case 'API_KEY_NOT_FOUND': case 'MEMBER_NOT_FOUND': case 'INVITATION_NOT_FOUND': return EXIT.NOT_FOUND;
     case 'QUOTA_EXCEEDED': case 'LAST_OWNER': case 'MEMBER_EXISTS': case 'API_KEY_REVOKED': return EXIT.CONFLICT;
     case 'SLUG_TAKEN': case 'INVALID_TRANSITION': case 'TENANT_SUSPENDED': case 'TENANT_DELETED': case 'TENANT_NOT_READY': return EXIT.CONFLICT;
@@ -81,12 +85,12 @@ export function buildCli(): Command {
   tenants.command('create <slug>')
     .description('Provision a tenant')
     .option('--name <name>', 'display name (default: the slug)')
-    .option('--tier <tier>', 'free | starter | professional | enterprise | custom', 'free')
+    .option('--tier <tier>', 'a tier of the plans (`tenantry plans show`); default: the plans\' default tier, or their trial tier with --trial-days')
     .option('--isolation <mode>', 'pooled | schema | database', 'pooled')
     .option('--trial-days <n>', 'start as a trial ending after n days', (v) => Number(v))
     .option('--metadata <json>', 'JSON object stored with the tenant', parseJsonObject)
     .addHelpText('after', '\nExamples:\n  tenantry tenants create acme-corp --isolation schema --tier enterprise --name "ACME"\n  tenantry tenants create beta-co --trial-days 14 --json')
-    .action(async (slug: string, o: { name?: string; tier: string; isolation: string; trialDays?: number; metadata?: Record<string, unknown> }) => {
+    .action(async (slug: string, o: { name?: string; tier?: string; isolation: string; trialDays?: number; metadata?: Record<string, unknown> }) => {
       const t = await withTenantry((tn) => tn.tenants.create({ slug, tier: o.tier, isolation: o.isolation, ...(o.name ? { name: o.name } : {}), ...(o.trialDays !== undefined ? { trialDays: o.trialDays } : {}), ...(o.metadata ? { metadata: o.metadata } : {}) }, { actor: 'cli' }));
       print(flags(), tenantView(t), () => showTenant(t));
     });
@@ -240,6 +244,61 @@ export function buildCli(): Command {
         ...(o.from ? { from: parseDate(o.from, '--from') } : {}), ...(o.to ? { to: parseDate(o.to, '--to') } : {}), period: o.period as 'day',
       }));
       process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    });
+
+  const plans = program.command('plans').description('The app\'s plans: metrics, tiers in order, features (tenantry.plans.json)');
+  // the plan file: the argument, else TENANTRY_PLANS, else ./tenantry.plans.json
+  const planFile = (file?: string): string => path.resolve(file ?? process.env.TENANTRY_PLANS ?? 'tenantry.plans.json');
+  const showDiff = (d: PlanDiff, applied: boolean): string => [
+    d.identical ? 'no changes: the file and the catalog declare the same plans' : table(d.changes.map((c) => ({ ...c, from: c.from === undefined ? '' : JSON.stringify(c.from), to: c.to === undefined ? '' : JSON.stringify(c.to) })), ['change', 'target', 'from', 'to']),
+    `tenants affected: ${d.tenantsAffected}`,
+    ...(d.moves.length ? [`tenants moved${applied ? '' : ' (would move)'}:`, table(d.moves.map((x) => ({ ...x })), ['slug', 'from', 'to'])] : []),
+    ...(d.overLimit.length ? [`over their limit ${applied ? 'now' : 'after it'} (kept; their debits are refused):`, table(d.overLimit.map((x) => ({ ...x })), ['slug', 'metric', 'used', 'limit'])] : []),
+    ...(d.refusals.length ? ['REFUSED:', ...d.refusals.map((r) => `  ${r.code}: ${r.message}`)] : []),
+    applied ? 'applied.' : '',
+  ].filter(Boolean).join('\n');
+  plans.command('show').description('The plans in force: each tier\'s limit per metric, rate limit, retention and features')
+    .addHelpText('after', '\nExample:\n  tenantry plans show --json > tenantry.plans.json')
+    .action(async () => {
+      const doc = await withTenantry(async (tn) => tn.plans.current());
+      print(flags(), plansDocument(doc), () => [
+        table(doc.metrics.map((m) => ({ metric: m.name, kind: m.kind, window: m.window ?? m.source ?? (m.ttlSeconds !== null ? `ttl ${m.ttlSeconds}s` : ''), unit: m.unit, quota: m.quota })), ['metric', 'kind', 'window', 'unit', 'quota']),
+        '',
+        table(doc.tiers.map((t) => ({
+          tier: `${t.name}${t.default ? ' (default)' : ''}${t.trialOf ? ` (trial, then ${t.trialOf})` : ''}`,
+          ...Object.fromEntries(doc.metrics.map((m) => [m.name, t.limits[m.name] ?? 'unlimited'])),
+          rate_limit: t.rateLimit, retention_days: t.retentionDays, features: t.features.join(',') || '-',
+        })), ['tier', ...doc.metrics.map((m) => m.name), 'rate_limit', 'retention_days', 'features']),
+      ].join('\n'));
+    });
+  plans.command('diff [file]').description('What applying a plan file would change, move, put over its limits, or refuse; changes nothing')
+    .option('--move-tenants <tier>', 'tenants on a tier the file removes go to this tier')
+    .option('--drop-history', 'removing a metric deletes its recorded usage')
+    .addHelpText('after', '\nExit code 4 when apply would be refused.\nExamples:\n  tenantry plans diff\n  tenantry plans diff plans/next.json --move-tenants team')
+    .action(async (file: string | undefined, o: { moveTenants?: string; dropHistory?: boolean }) => {
+      const d = await withTenantry((tn) => tn.plans.diff({ file: planFile(file) }, { ...(o.moveTenants ? { moveTenants: o.moveTenants } : {}), dropHistory: Boolean(o.dropHistory) }));
+      print(flags(), d, () => showDiff(d, false));
+      if (d.refusals.length) process.exitCode = EXIT.CONFLICT;
+    });
+  plans.command('apply [file]').description('Apply a plan file in one catalog transaction, audited; refused (nothing changed) when it would strand tenants or usage')
+    .option('--move-tenants <tier>', 'tenants on a tier the file removes go to this tier (each move audited)')
+    .option('--drop-history', 'removing a metric (or changing its kind) deletes its recorded usage and history')
+    .addHelpText('after', '\nExamples:\n  tenantry plans apply\n  tenantry plans apply --move-tenants free --drop-history')
+    .action(async (file: string | undefined, o: { moveTenants?: string; dropHistory?: boolean }) => {
+      const d = await withTenantry((tn) => tn.plans.apply({ file: planFile(file) }, { ...(o.moveTenants ? { moveTenants: o.moveTenants } : {}), dropHistory: Boolean(o.dropHistory) }, { actor: 'cli' }));
+      print(flags(), d, () => showDiff(d, true));
+    });
+  plans.command('types [file]').description('Write a .d.ts of the plans\' metric, tier and feature names, so a misspelt metric fails to compile')
+    .option('--out <path>', 'where to write it (- for stdout)', 'tenantry-plans.d.ts')
+    .addHelpText('after', '\nWithout a file, the plans in the catalog.\nExamples:\n  tenantry plans types tenantry.plans.json --out src/tenantry-plans.d.ts')
+    .action(async (file: string | undefined, o: { out: string }) => {
+      // from the file alone when one is named: no database needed
+      const text = file !== undefined ? plansDeclaration(readPlanFile(planFile(file)), file) : await withTenantry(async (tn) => tn.plans.types());
+      if (o.out === '-') process.stdout.write(text);
+      else {
+        writeFileSync(o.out, text);
+        print(flags(), { written: path.resolve(o.out) }, () => `wrote ${o.out}`);
+      }
     });
 
   const quotas = program.command('quotas').description('Effective quotas and per-tenant overrides');
