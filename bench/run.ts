@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark section, each comparing Tenantry with its baseline side by side in
  * this one process, printed as Markdown tables (medians and ratios). DATABASE_URL (a superuser URL)
- * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,http
+ * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard
  * selects sections. Everything runs in throwaway installations removed at the end.
  */
 import { ensureServer, progress, type BenchContext } from './lib.js';
@@ -11,6 +11,7 @@ import { benchMigrations } from './migrations.js';
 import { benchGovernance } from './governance.js';
 import { benchPlans } from './plans.js';
 import { benchHttp } from './http.js';
+import { benchSqlGuard } from './sql-guard.js';
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   provisioning: benchProvisioning,
@@ -19,6 +20,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   governance: benchGovernance,
   plans: benchPlans,
   http: benchHttp,
+  'sql-guard': benchSqlGuard,
 };
 
 const only = (process.env.BENCH_ONLY ?? Object.keys(SECTIONS).join(',')).split(',').map((s) => s.trim()).filter(Boolean);

@@ -10,7 +10,7 @@ import { terminateRoleSessions } from './modes.js';
  * verifiers (deterministic here) without a login; anyone else logs in as each live role with the
  * derived password, four at a time.
  */
-export async function findDriftedTenantRoles(core: Core): Promise<{ checked: number; drifted: { role: string; slug: string; why: string; sessions: number }[] }> {
+export async function findDriftedTenantRoles(core: Core): Promise<{ checked: number; unverifiable?: string; drifted: { role: string; slug: string; why: string; sessions: number }[] }> {
   const roles = await core.admin<{ role_name: string; database_name: string; slug: string }[]>`
     select t.role_name, t.database_name, t.slug from tenantry_catalog.tenants t join pg_roles r on r.rolname = t.role_name
     where t.status in ('active', 'trial') and r.rolcanlogin`;
@@ -22,7 +22,13 @@ export async function findDriftedTenantRoles(core: Core): Promise<{ checked: num
     for (const r of roles) {
       if (stored.get(r.role_name) !== core.signer.roleVerifier(r.role_name)) found.push({ role: r.role_name, slug: r.slug, why: 'its stored password is not the one Tenantry set' });
     }
-  } else {
+  } else if (roles.length > 0) {
+    // A server that lets a wrong password in (pg_hba trust from this host) checks none: no login can
+    // tell a changed password there, and none is needed to log in as the tenant either.
+    const probe = connect(core.url, { database: roles[0]!.database_name, username: roles[0]!.role_name, password: `wrong-${core.signer.rolePassword(roles[0]!.role_name)}`, max: 1, connect_timeout: 10 });
+    const trusted = await probe`select 1`.then(() => true, () => false);
+    await probe.end({ timeout: 5 }).catch(() => undefined);
+    if (trusted) return { checked: roles.length, drifted: [], unverifiable: 'the server accepts any password for tenant roles from Tenantry\'s host (pg_hba trust?), so a changed password cannot be seen without superuser; run doctor as a superuser, or use scram-sha-256 in pg_hba.conf' };
     let next = 0;
     await Promise.all(Array.from({ length: Math.min(4, roles.length) }, async () => {
       while (next < roles.length) {

@@ -1,5 +1,6 @@
 import { loadModule, parseSync } from 'libpg-query';
 import { TenantryError } from '../errors.js';
+import { CONTEXT_SCHEMA } from './data-plane.js';
 
 /**
  * The SQL endpoint's guard: untrusted SQL runs only if PostgreSQL's own parser (libpg-query embeds
@@ -245,6 +246,8 @@ function checkNode(type: string, node: Record<string, unknown>, opts: GuardOptio
       const names = stringsOf(node['funcname']).map((s) => s.toLowerCase());
       const name = names[names.length - 1] ?? '';
       const schema = names.length > 1 ? names[names.length - 2] : undefined;
+      // tenantry.current_tenant(): the tenant's own id (the default of every tenant_id column)
+      if (names.length === 2 && schema === CONTEXT_SCHEMA && name === 'current_tenant') break;
       // pg_catalog is searched before the tenant's schema, so an unqualified name on the list is the built-in one
       if (names.length > 2 || (schema !== undefined && schema !== 'pg_catalog') || !ALLOWED_FUNCTIONS.has(name)) {
         refuse(`the function ${names.join('.')}()`, 'only built-in data functions are allowed: not large objects, advisory locks, settings, server files, statistics, other sessions, or SQL given as text');
