@@ -91,6 +91,35 @@ export interface TenantryOptions {
    * TENANTRY_PLANS; unset: the plans in the catalog (the built-in agent platform until one is applied).
    */
   plans?: string;
+  /**
+   * Where every scheduled decision takes the time from (trials ending, purge grace, retention cutoffs,
+   * webhook backoff): tests move it instead of waiting. Default: the system clock.
+   */
+  clock?: () => Date;
+  /** Jobs one process runs at once (the job runner of `serve` and `worker`). Default: env TENANTRY_JOB_CONCURRENCY or 4. */
+  jobConcurrency?: number;
+  /** Milliseconds between a job-running process's ticks (heartbeat, schedule, releasing a dead process's jobs). Default 5000. */
+  jobTickMs?: number;
+  /** Seconds without a heartbeat after which a process's locked jobs are released for retry. Default: env TENANTRY_JOB_DEAD_AFTER_SECONDS or 30. */
+  jobDeadAfterSeconds?: number;
+  /** Period in seconds of each scheduled task, overriding its default (see README). Default: env TENANTRY_SCHEDULE (`task=seconds,...`). */
+  schedule?: Record<string, number>;
+  /** Days before a trial ends that the `tenant.trial_ending` event is sent. Default: env TENANTRY_TRIAL_ENDING_DAYS or 3. */
+  trialEndingDays?: number;
+  /** Days a soft-deleted tenant is kept before it is purged (per tier: setPurgeGrace). Default: env TENANTRY_PURGE_GRACE_DAYS or 30. */
+  purgeGraceDays?: number;
+  /** Retention days per data class and tenant status, over the defaults (see README); null keeps forever. */
+  retention?: Record<string, Partial<Record<'active' | 'suspended' | 'deleted', number | null>>>;
+  /** Rows one retention batch deletes (each batch its own short transaction). Default: env TENANTRY_RETENTION_BATCH or 5000. */
+  retentionBatchSize?: number;
+  /** Webhook endpoints registered with a tenant key may target private, loopback and link-local addresses. Default: env TENANTRY_WEBHOOK_ALLOW_PRIVATE=true, else false. */
+  webhookAllowPrivate?: boolean;
+  /** Milliseconds one webhook delivery may take. Default: env TENANTRY_WEBHOOK_TIMEOUT_MS or 10000. */
+  webhookTimeoutMs?: number;
+  /** First retry delay of a failed webhook delivery, ms; doubled each attempt (capped at 6 h). Default: env TENANTRY_WEBHOOK_RETRY_BASE_MS or 10000. */
+  webhookRetryBaseMs?: number;
+  /** Seconds a delivery is retried before it is marked failed. Default: env TENANTRY_WEBHOOK_RETRY_FOR_SECONDS or 86400 (a day). */
+  webhookRetryForSeconds?: number;
   /** pino-compatible logger. Default: silent. */
   logger?: Logger;
   /** Actor recorded in the audit log when a call names none. Default `system`. */
@@ -128,6 +157,19 @@ export interface ResolvedOptions {
   schemaPoolSize: number;
   plans: string | undefined;
   onProvisionStep: TenantryOptions['onProvisionStep'];
+  clock: () => Date;
+  jobConcurrency: number;
+  jobTickMs: number;
+  jobDeadAfterSeconds: number;
+  schedule: Record<string, number>;
+  trialEndingDays: number;
+  purgeGraceDays: number;
+  retention: Record<string, Partial<Record<'active' | 'suspended' | 'deleted', number | null>>>;
+  retentionBatchSize: number;
+  webhookAllowPrivate: boolean;
+  webhookTimeoutMs: number;
+  webhookRetryBaseMs: number;
+  webhookRetryForSeconds: number;
 }
 
 export interface ServerOptions {
@@ -181,11 +223,32 @@ export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOption
   if (env.TENANTRY_SQL_TEMP_FILE_LIMIT_KB) out.sqlTempFileLimitKb = intFromEnv('TENANTRY_SQL_TEMP_FILE_LIMIT_KB', env.TENANTRY_SQL_TEMP_FILE_LIMIT_KB);
   if (env.TENANTRY_PLANS) out.plans = env.TENANTRY_PLANS;
   if (env.TENANTRY_MAX_CONNECTIONS) out.maxConnections = intFromEnv('TENANTRY_MAX_CONNECTIONS', env.TENANTRY_MAX_CONNECTIONS);
+  if (env.TENANTRY_JOB_CONCURRENCY) out.jobConcurrency = intFromEnv('TENANTRY_JOB_CONCURRENCY', env.TENANTRY_JOB_CONCURRENCY);
+  if (env.TENANTRY_JOB_DEAD_AFTER_SECONDS) out.jobDeadAfterSeconds = intFromEnv('TENANTRY_JOB_DEAD_AFTER_SECONDS', env.TENANTRY_JOB_DEAD_AFTER_SECONDS);
+  if (env.TENANTRY_SCHEDULE) out.schedule = scheduleFromEnv(env.TENANTRY_SCHEDULE);
+  if (env.TENANTRY_TRIAL_ENDING_DAYS) out.trialEndingDays = intFromEnv('TENANTRY_TRIAL_ENDING_DAYS', env.TENANTRY_TRIAL_ENDING_DAYS);
+  if (env.TENANTRY_PURGE_GRACE_DAYS) out.purgeGraceDays = intFromEnv('TENANTRY_PURGE_GRACE_DAYS', env.TENANTRY_PURGE_GRACE_DAYS);
+  if (env.TENANTRY_RETENTION_BATCH) out.retentionBatchSize = intFromEnv('TENANTRY_RETENTION_BATCH', env.TENANTRY_RETENTION_BATCH);
+  if (env.TENANTRY_WEBHOOK_ALLOW_PRIVATE) out.webhookAllowPrivate = env.TENANTRY_WEBHOOK_ALLOW_PRIVATE === 'true';
+  if (env.TENANTRY_WEBHOOK_TIMEOUT_MS) out.webhookTimeoutMs = intFromEnv('TENANTRY_WEBHOOK_TIMEOUT_MS', env.TENANTRY_WEBHOOK_TIMEOUT_MS);
+  if (env.TENANTRY_WEBHOOK_RETRY_BASE_MS) out.webhookRetryBaseMs = intFromEnv('TENANTRY_WEBHOOK_RETRY_BASE_MS', env.TENANTRY_WEBHOOK_RETRY_BASE_MS);
+  if (env.TENANTRY_WEBHOOK_RETRY_FOR_SECONDS) out.webhookRetryForSeconds = intFromEnv('TENANTRY_WEBHOOK_RETRY_FOR_SECONDS', env.TENANTRY_WEBHOOK_RETRY_FOR_SECONDS);
   return out;
 }
 
 /** The shortest operator token accepted (TENANTRY_ADMIN_KEY). */
 export const MIN_ADMIN_KEY_LENGTH = 32;
+
+/** `storage.refresh=3600,retention.purge=86400`: a period in seconds per scheduled task. */
+function scheduleFromEnv(value: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of value.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([a-z.]+)=(\d+)$/.exec(part);
+    if (!m) throw new TenantryError('INVALID_CONFIG', `TENANTRY_SCHEDULE is task=seconds pairs separated by commas, got ${JSON.stringify(part)}.`);
+    out[m[1]!] = Number(m[2]);
+  }
+  return out;
+}
 
 function intFromEnv(name: string, value: string): number {
   const n = Number(value);
@@ -247,6 +310,19 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     storageRefreshSeconds: positiveInt('storageRefreshSeconds', merged.storageRefreshSeconds ?? 3600, 0, 86_400 * 7),
     plans: merged.plans === undefined ? undefined : path.resolve(merged.plans),
     onProvisionStep: merged.onProvisionStep,
+    clock: typeof merged.clock === 'function' ? merged.clock : () => new Date(),
+    jobConcurrency: positiveInt('jobConcurrency (TENANTRY_JOB_CONCURRENCY)', merged.jobConcurrency ?? 4, 1, 100),
+    jobTickMs: positiveInt('jobTickMs', merged.jobTickMs ?? 5000, 50, 600_000),
+    jobDeadAfterSeconds: positiveInt('jobDeadAfterSeconds (TENANTRY_JOB_DEAD_AFTER_SECONDS)', merged.jobDeadAfterSeconds ?? 30, 1, 86_400),
+    schedule: Object.fromEntries(Object.entries(merged.schedule ?? {}).map(([k, v]) => [k, positiveInt(`schedule.${k} (TENANTRY_SCHEDULE)`, v, 1, 86_400 * 31)])),
+    trialEndingDays: positiveInt('trialEndingDays (TENANTRY_TRIAL_ENDING_DAYS)', merged.trialEndingDays ?? 3, 0, 365),
+    purgeGraceDays: positiveInt('purgeGraceDays (TENANTRY_PURGE_GRACE_DAYS)', merged.purgeGraceDays ?? 30, 0, 3650),
+    retention: merged.retention ?? {},
+    retentionBatchSize: positiveInt('retentionBatchSize (TENANTRY_RETENTION_BATCH)', merged.retentionBatchSize ?? 5000, 1, 1_000_000),
+    webhookAllowPrivate: merged.webhookAllowPrivate === true,
+    webhookTimeoutMs: positiveInt('webhookTimeoutMs (TENANTRY_WEBHOOK_TIMEOUT_MS)', merged.webhookTimeoutMs ?? 10_000, 50, 120_000),
+    webhookRetryBaseMs: positiveInt('webhookRetryBaseMs (TENANTRY_WEBHOOK_RETRY_BASE_MS)', merged.webhookRetryBaseMs ?? 10_000, 1, 3_600_000),
+    webhookRetryForSeconds: positiveInt('webhookRetryForSeconds (TENANTRY_WEBHOOK_RETRY_FOR_SECONDS)', merged.webhookRetryForSeconds ?? 86_400, 0, 86_400 * 7),
   };
 }
 

@@ -40,6 +40,10 @@ import { SchemaPool } from './provisioning/schema-pool.js';
 import { PlanState, loadPlans } from './plans/state.js';
 import { PlanService } from './plans/plans.js';
 import { checkingInputs } from './input/safe-text.js';
+import { JobRunner, installJobSchema } from './jobs/runner.js';
+import { LifecycleService } from './lifecycle/lifecycle.js';
+import { RetentionService, ensureAuditPurge } from './retention/retention.js';
+import { WebhookService } from './webhooks/webhooks.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
@@ -67,6 +71,14 @@ export class Tenantry {
   readonly idempotency: IdempotencyStore;
   /** the app's plans (metrics, tiers, features): read, diffed against a plan file, applied */
   readonly plans: PlanService;
+  /** scheduled lifecycle: trials ending, soft-deleted tenants purged after their grace period */
+  readonly lifecycle: LifecycleService;
+  /** data past its retention, per data class and tenant status */
+  readonly retention: RetentionService;
+  /** webhook endpoints and deliveries (events leave through the outbox) */
+  readonly webhooks: WebhookService;
+  /** the job runner (graphile-worker): `serve` and `tenantry worker` start it */
+  readonly jobs: JobRunner;
   private closed = false;
   private readonly rateLimits = new Map<string, { limit: number; at: number }>();
   private unlisten: (() => Promise<void>) | undefined;
@@ -107,9 +119,25 @@ export class Tenantry {
     this.rateLimiter = checkingInputs(new RateLimiter(core.opts.redisUrl
       ? new RedisRateLimitStore(new Redis(core.opts.redisUrl, { maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false }))
       : new PostgresRateLimitStore(core.admin)));
-    if (core.opts.storageRefreshSeconds > 0) this.quotas.scheduleStorageRefresh(core.opts.storageRefreshSeconds);
-    // provisionings whose rollback could not finish, and rows abandoned by processes that died
+    this.lifecycle = checkingInputs(new LifecycleService(core, this.tenants));
+    this.retention = checkingInputs(new RetentionService(core));
+    this.webhooks = checkingInputs(new WebhookService(core, this.tenants));
+    this.jobs = new JobRunner(core, { quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks });
+    // provisionings whose rollback could not finish, and rows abandoned by processes that died: a
+    // timer with a lock until this process runs the job runner (startJobs), whose schedule then sweeps
     startHealer(core);
+  }
+
+  /**
+   * Runs the job runner in this process (what `tenantry serve` and `tenantry worker` do): the queue,
+   * the schedule (storage, trials, purges, rollups, retention, webhooks) and the heal sweep. The
+   * fallback timers of this process stop: the schedule does their work once across all processes.
+   */
+  async startJobs(opts: { kind?: string; schedule?: boolean; concurrency?: number } = {}): Promise<void> {
+    this.assertOpen();
+    await this.jobs.start({ ...opts, onTick: () => this.keys.flushLastUsed() });
+    await stopHealer(this.core);
+    this.keys.flushOnRunnerTick();
   }
 
   /**
@@ -194,6 +222,9 @@ export class Tenantry {
         const shared = { lock, adminTo, namespace: opts.namespace, roles, signer, migrations, logger };
         await ensureSharedDatabase({ ...shared, name: sharedDatabase });
         await ensureTemplateDatabase({ ...shared, name: templateDatabase });
+        // the job queue's schema, and the audit log's one retention exception
+        await installJobSchema({ directUrl, logger });
+        await ensureAuditPurge(lock, roles.owner);
       });
     } catch (err) {
       await Promise.all([admin.end({ timeout: 5 }), direct.end({ timeout: 5 })]);
@@ -436,6 +467,7 @@ export class Tenantry {
     if (opts?.confirm !== this.core.namespace) {
       throw new TenantryError('INVALID_INPUT', `uninstall() destroys every tenant; pass { confirm: "${this.core.namespace}" } to proceed.`);
     }
+    await this.jobs.stop();
     await stopHealer(this.core);
     await this.core.schemaPool.stop();
     await this.unlisten?.().catch(() => undefined);
@@ -448,6 +480,7 @@ export class Tenantry {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.jobs.stop();
     await stopHealer(this.core);
     await this.core.schemaPool.stop();
     this.quotas.stop();

@@ -21,9 +21,21 @@ export async function verifyAuditChain(sql: Sql, tenantId: string | null): Promi
     where a.tenant_id is not distinct from ${tenantId}::uuid
     window w as (order by a.chain_seq)
     order by a.chain_seq`;
+  // Retention removes the oldest entries of a chain only through audit_purge(), which records the
+  // last removed entry's position and hash: the chain is anchored there instead of at entry 1.
+  const [anchor] = await sql<{ chain_seq: string; hash: Buffer }[]>`
+    select chain_seq, hash from tenantry_catalog.audit_anchors
+    where chain = coalesce(${tenantId}::uuid, '00000000-0000-0000-0000-000000000000'::uuid)`;
+  const anchorOk = async (id: string): Promise<boolean> => {
+    if (!anchor) return true;
+    const [f] = await sql<{ ok: boolean }[]>`select prev_hash = ${anchor.hash} as ok from tenantry_catalog.audit_log where id = ${id}`;
+    return Boolean(f?.ok);
+  };
   for (const r of rows) {
     const seq = Number(r.chain_seq);
-    const reason = seq !== (r.pred_seq === null ? 1 : Number(r.pred_seq) + 1) ? 'sequence gap'
+    const first = r.pred_seq === null;
+    const reason = seq !== (first ? (anchor ? Number(anchor.chain_seq) + 1 : 1) : Number(r.pred_seq) + 1) ? 'sequence gap'
+      : first && anchor ? (await anchorOk(r.id) ? (!r.hash_ok ? 'content does not match its hash' : undefined) : 'previous hash mismatch')
       : !r.prev_ok ? 'previous hash mismatch'
       : !r.hash_ok ? 'content does not match its hash'
       : undefined;

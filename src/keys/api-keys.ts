@@ -387,6 +387,11 @@ export class ApiKeyService {
   }
 
   /** Writes the batched last-use times: one UPDATE for all keys used since the last flush. */
+  /** The job runner of this process flushes from now on (its tick), instead of this service's own timer. */
+  flushOnRunnerTick(): void {
+    clearInterval(this.flusher);
+  }
+
   async flushLastUsed(): Promise<void> {
     if (this.lastUsed.size === 0) return;
     const entries = [...this.lastUsed.entries()];

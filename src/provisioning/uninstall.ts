@@ -22,4 +22,6 @@ export async function uninstall(core: Core): Promise<void> {
     await core.admin.unsafe(`drop role if exists ${ident(rolname)}`);
   }
   await core.admin.unsafe('drop schema if exists tenantry_catalog cascade');
+  // the job queue (graphile-worker) lives beside the catalog
+  await core.admin.unsafe('drop schema if exists tenantry_jobs cascade');
 }

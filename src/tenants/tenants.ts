@@ -230,6 +230,12 @@ export class TenantService {
     // Mark first, so no new work starts while its objects are removed; a crash after this point leaves
     // a deleted tenant whose hard delete can simply be run again.
     await this.core.admin.begin(async (tx) => {
+      // re-checked under the row's lock: a restore that committed since the read above wins (the
+      // scheduled purge must never remove a tenant that was just restored)
+      const [locked] = await tx<{ status: string }[]>`select status from tenantry_catalog.tenants where id = ${before.id} for update`;
+      if (!locked || (locked.status !== 'deleted' && !opts.force)) {
+        throw new TenantryError('INVALID_TRANSITION', `Tenant "${before.slug}" is ${locked?.status ?? 'gone'}; soft-delete it first, or pass { force: true } to hard-delete it now.`, { tenantId: before.id, status: locked?.status ?? null });
+      }
       await tx.unsafe(`alter role ${ident(before.placement.role)} nologin`);
       await tx`update tenantry_catalog.tenants set status = 'deleted', deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = ${before.id}`;
     });
