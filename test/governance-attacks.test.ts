@@ -193,7 +193,7 @@ test('attack (finding 6): a member-bound admin key promotes its own member to ow
   assert.equal((await call('PATCH', `/v1/tenants/${t.id}/members/${plain.userId}`, { token: ADMIN, body: { role: 'owner' } })).status, 200);
 });
 
-test('attack (finding 6): a demoted or removed member keeps its power in another process through a cached key', async () => {
+test('keys and members across processes: a demotion, a removal and a new key reach another process\'s in-memory keys through the NOTIFY', async () => {
   const { t, admin, adminKey } = await tenantWithAdminMember();
   // a second process on the same catalog, with a long cache time: only the NOTIFY can tell it
   const other = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, maxConnections: 4, tenantCacheTtlMs: 600_000 });
