@@ -20,14 +20,14 @@ export interface TenantryOptions {
   databaseUrl?: string;
   /**
    * PostgreSQL URL that reaches the server itself, not through a pooler (same user and catalog database
-   * as databaseUrl): used for DDL, template clones, LISTEN and advisory locks, which need a session.
-   * Default: env TENANTRY_DIRECT_URL; unset: databaseUrl.
+   * as databaseUrl): used for the catalog, DDL, template clones, LISTEN and advisory locks, which need a
+   * session. Default: env TENANTRY_DIRECT_URL; unset: databaseUrl. Required with pooler `transaction`.
    */
   directUrl?: string;
   /**
-   * `transaction` when databaseUrl points at a transaction-mode pooler such as PgBouncer: no startup
-   * parameters beyond application_name (session settings are pinned per transaction instead), unnamed
-   * statements only. Default: env TENANTRY_POOLER; unset: `transaction` when directUrl is set and differs
+   * `transaction` when databaseUrl points at a transaction-mode pooler such as PgBouncer: tenant
+   * transactions go through it with no startup parameters beyond application_name (session settings are
+   * pinned per transaction instead) and unnamed statements only. Default: env TENANTRY_POOLER; unset: `transaction` when directUrl is set and differs
    * from databaseUrl, else `none`.
    */
   pooler?: 'none' | 'transaction';
@@ -233,6 +233,7 @@ export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOption
   if (env.TENANTRY_WEBHOOK_TIMEOUT_MS) out.webhookTimeoutMs = intFromEnv('TENANTRY_WEBHOOK_TIMEOUT_MS', env.TENANTRY_WEBHOOK_TIMEOUT_MS);
   if (env.TENANTRY_WEBHOOK_RETRY_BASE_MS) out.webhookRetryBaseMs = intFromEnv('TENANTRY_WEBHOOK_RETRY_BASE_MS', env.TENANTRY_WEBHOOK_RETRY_BASE_MS);
   if (env.TENANTRY_WEBHOOK_RETRY_FOR_SECONDS) out.webhookRetryForSeconds = intFromEnv('TENANTRY_WEBHOOK_RETRY_FOR_SECONDS', env.TENANTRY_WEBHOOK_RETRY_FOR_SECONDS);
+  if (env.TENANTRY_REPAIR_AFTER_SECONDS) out.repairAfterSeconds = intFromEnv('TENANTRY_REPAIR_AFTER_SECONDS', env.TENANTRY_REPAIR_AFTER_SECONDS);
   return out;
 }
 
@@ -277,6 +278,9 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
   const pooler = merged.pooler ?? (merged.directUrl && merged.directUrl !== merged.databaseUrl ? 'transaction' : 'none');
   if (pooler !== 'none' && pooler !== 'transaction') {
     throw new TenantryError('INVALID_CONFIG', `pooler (TENANTRY_POOLER) must be none or transaction, got ${JSON.stringify(pooler)}.`);
+  }
+  if (pooler === 'transaction' && !merged.directUrl) {
+    throw new TenantryError('INVALID_CONFIG', 'Behind a transaction pooler (TENANTRY_POOLER=transaction) Tenantry needs TENANTRY_DIRECT_URL too: the catalog, DDL, template clones, LISTEN and advisory locks need a session of their own.');
   }
   if (merged.directUrl !== undefined && !merged.databaseUrl) {
     throw new TenantryError('INVALID_CONFIG', 'directUrl (TENANTRY_DIRECT_URL) needs databaseUrl (DATABASE_URL) too: the embedded server has no pooler in front of it.');

@@ -6,7 +6,7 @@ import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
 import pino from 'pino';
 import { Tenantry } from '../tenantry.js';
-import { TenantryError, isTenantryError } from '../errors.js';
+import { TenantryError, isTenantryError, isDatabaseUnavailable } from '../errors.js';
 import { serverOptions, PACKAGE_ROOT } from '../config.js';
 import path from 'node:path';
 import { existsSync, writeFileSync } from 'node:fs';
@@ -91,7 +91,7 @@ export function buildCli(): Command {
     .option('--metadata <json>', 'JSON object stored with the tenant', parseJsonObject)
     .addHelpText('after', '\nExamples:\n  tenantry tenants create acme-corp --isolation schema --tier enterprise --name "ACME"\n  tenantry tenants create beta-co --trial-days 14 --json')
     .action(async (slug: string, o: { name?: string; tier?: string; isolation: string; trialDays?: number; metadata?: Record<string, unknown> }) => {
-      const t = await withTenantry((tn) => tn.tenants.create({ slug, tier: o.tier, isolation: o.isolation, ...(o.name ? { name: o.name } : {}), ...(o.trialDays !== undefined ? { trialDays: o.trialDays } : {}), ...(o.metadata ? { metadata: o.metadata } : {}) }, { actor: 'cli' }));
+      const t = await withTenantry((tn) => tn.tenants.create({ slug, ...(o.tier !== undefined ? { tier: o.tier } : {}), isolation: o.isolation, ...(o.name ? { name: o.name } : {}), ...(o.trialDays !== undefined ? { trialDays: o.trialDays } : {}), ...(o.metadata ? { metadata: o.metadata } : {}) }, { actor: 'cli' }));
       print(flags(), tenantView(t), () => showTenant(t));
     });
   tenants.command('list')
@@ -143,6 +143,63 @@ export function buildCli(): Command {
     .action(async (id: string) => {
       const t = await withTenantry((tn) => tn.tenants.restore(id, { actor: 'cli' }));
       print(flags(), tenantView(t), () => showTenant(t));
+    });
+  tenants.command('purge').description('Hard-delete soft-deleted tenants whose grace period has passed (the schedule does this hourly)')
+    .option('--dry-run', 'only list the tenants that are due')
+    .addHelpText('after', '\nExamples:\n  tenantry tenants purge --dry-run\n  tenantry tenants purge')
+    .action(async (o: { dryRun?: boolean }) => {
+      const r = await withTenantry((tn) => tn.lifecycle.purge({ dryRun: Boolean(o.dryRun) }));
+      print(flags(), r, () => `${r.dryRun ? 'due for purge' : 'purged'}:\n${table(r.tenants as unknown as Record<string, unknown>[], ['id', 'slug', 'tier', 'deletedAt', 'graceDays', 'purgeAt'])}`);
+    });
+
+  program.command('worker')
+    .description('Run the job runner alone (the queue and the schedule; serve runs it too); any number may run')
+    .option('--no-schedule', 'only work jobs; leave the schedule to other processes')
+    .addHelpText('after', '\nExamples:\n  tenantry worker\n  TENANTRY_JOB_CONCURRENCY=8 tenantry worker')
+    .action(async (o: { schedule?: boolean }) => { await worker(o.schedule !== false); });
+
+  const jobs = program.command('jobs').description('Background jobs');
+  jobs.command('run <job>').description('Run one job now in this process (storage.refresh, trial.lifecycle, tenants.purge, usage.rollup, retention.purge, expiry.purge, ...)')
+    .addHelpText('after', '\nExample:\n  tenantry jobs run usage.rollup')
+    .action(async (job: string) => {
+      const r = await withTenantry((tn) => tn.jobs.runNow(job));
+      print(flags(), r ?? null, () => JSON.stringify(r ?? null, null, 2));
+    });
+
+  program.command('retention').description('Purge data past its retention, per data class and tenant status (the schedule does this daily)')
+    .option('--dry-run', 'only count what would be deleted')
+    .option('--tenant <tenant>', 'one tenant only')
+    .addHelpText('after', '\nExamples:\n  tenantry retention --dry-run\n  tenantry retention --tenant acme-corp')
+    .action(async (o: { dryRun?: boolean; tenant?: string }) => {
+      const r = await withTenantry(async (tn) => o.tenant
+        ? { tenants: [await tn.retention.purgeTenant((await tn.tenants.get(o.tenant!)).id, { dryRun: Boolean(o.dryRun) })], installationAudit: 0 }
+        : tn.retention.purgeAll({ dryRun: Boolean(o.dryRun) }));
+      print(flags(), r, () => table(r.tenants.flatMap((t) => Object.entries(t.counts).map(([tbl, n]) => ({ tenant: t.slug, status: t.status, table: tbl, [o.dryRun ? 'wouldDelete' : 'deleted']: n }))), ['tenant', 'status', 'table', o.dryRun ? 'wouldDelete' : 'deleted']));
+    });
+
+  const webhooks = program.command('webhooks').description('Webhook endpoints and their deliveries');
+  webhooks.command('add <url>').description('Register an endpoint; prints its signing secret once')
+    .option('--tenant <tenant>', 'only this tenant\'s events (default: every tenant)')
+    .option('--events <types>', 'comma-separated event types (default: all)')
+    .addHelpText('after', '\nExamples:\n  tenantry webhooks add https://hooks.example.com/tenantry\n  tenantry webhooks add https://acme.example/hook --tenant acme-corp --events tenant.suspended,quota.exceeded')
+    .action(async (url: string, o: { tenant?: string; events?: string }) => {
+      const ep = await withTenantry((tn) => tn.webhooks.create({ url, tenant: o.tenant ?? null, ...(o.events ? { events: o.events.split(',').map((e) => e.trim()) } : {}) }, { actor: 'cli' }));
+      print(flags(), ep, () => `${table([ep as unknown as Record<string, unknown>], ['id', 'url', 'tenantId', 'events'])}\nsigning secret (shown once): ${ep.secret}`);
+    });
+  webhooks.command('list').description('List endpoints').option('--tenant <tenant>', 'one tenant\'s endpoints')
+    .action(async (o: { tenant?: string }) => {
+      const eps = await withTenantry((tn) => tn.webhooks.list({ tenant: o.tenant ?? null }));
+      print(flags(), eps, () => table(eps as unknown as Record<string, unknown>[], ['id', 'url', 'tenantId', 'events', 'enabled', 'createdAt']));
+    });
+  webhooks.command('remove <id>').description('Remove an endpoint (its pending deliveries go with it)')
+    .action(async (id: string) => {
+      await withTenantry((tn) => tn.webhooks.remove(id, {}, { actor: 'cli' }));
+      print(flags(), { removed: id }, () => `removed ${id}`);
+    });
+  webhooks.command('deliveries <id>').description('An endpoint\'s recent deliveries with every attempt\'s status and latency')
+    .action(async (id: string) => {
+      const ds = await withTenantry((tn) => tn.webhooks.deliveries(id));
+      print(flags(), ds, () => table(ds.map((d) => ({ ...d, attempts: d.attempts.length, last: d.attempts.at(-1)?.statusCode ?? d.attempts.at(-1)?.error ?? null, latencyMs: d.attempts.at(-1)?.latencyMs ?? null })), ['id', 'type', 'status', 'attempts', 'last', 'latencyMs', 'createdAt']));
     });
 
   program.command('init')
@@ -360,6 +417,18 @@ export function buildCli(): Command {
       process.exitCode = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? 1)));
     });
 
+  program.command('pgbouncer-config').description('Print a pgbouncer.ini (transaction mode) for this installation, or with --userlist its userlist (secrets)')
+    .option('--port <n>', 'port PgBouncer listens on', (v) => Number(v), 6432)
+    .option('--listen <addr>', 'address PgBouncer listens on', '127.0.0.1')
+    .option('--pool-size <n>', 'server connections per database and user', (v) => Number(v), 20)
+    .option('--auth-file <path>', 'userlist path as the ini names it', 'userlist.txt')
+    .option('--userlist', 'print userlist.txt instead of the ini (store it readable by PgBouncer only)')
+    .addHelpText('after', '\nExamples:\n  tenantry pgbouncer-config > /etc/pgbouncer/pgbouncer.ini\n  tenantry pgbouncer-config --userlist > /etc/pgbouncer/userlist.txt\n  DATABASE_URL=postgres://me@127.0.0.1:6432/app TENANTRY_DIRECT_URL=postgres://me@db:5432/app tenantry serve')
+    .action(async (o: { port: number; listen: string; poolSize: number; authFile: string; userlist?: boolean }) => {
+      const out = await withTenantry((t) => t.pgbouncerConfig({ listenPort: o.port, listenAddr: o.listen, poolSize: o.poolSize, authFile: o.authFile }));
+      process.stdout.write(o.userlist ? out.userlist : out.ini);
+    });
+
   const migrate = program.command('migrate').description('Apply pending tenant migrations to every schema and database tenant')
     .option('--concurrency <n>', 'tenants at once (default: sized to the server)', (v) => Number(v))
     .option('--tenants <list>', 'comma-separated ids or slugs')
@@ -490,6 +559,21 @@ function parseJsonObject(value: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+/** `tenantry worker`: the job runner alone, until SIGTERM or SIGINT. */
+async function worker(schedule: boolean): Promise<void> {
+  const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  const tenantry = await Tenantry.open({ logger });
+  await tenantry.startJobs({ kind: 'worker', schedule });
+  logger.info({ processId: tenantry.jobs.processId }, 'tenantry worker running');
+  await new Promise<void>((resolve) => {
+    const stop = (): void => { resolve(); };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await tenantry.close();
+  process.exit(0);
+}
+
 async function serve(): Promise<void> {
   const so = serverOptions();
   const logger = pino({ level: so.logLevel });
@@ -503,7 +587,19 @@ async function serve(): Promise<void> {
   };
   process.on('uncaughtException', lastResort('uncaught exception'));
   process.on('unhandledRejection', lastResort('unhandled rejection'));
-  const tenantry = await Tenantry.open({ logger });
+  // PostgreSQL not (yet) reachable at start: wait for it rather than exit
+  let tenantry: Tenantry;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      tenantry = await Tenantry.open({ logger });
+      break;
+    } catch (err) {
+      if (!isDatabaseUnavailable(err)) throw err;
+      const waitMs = Math.min(5_000, 250 * attempt);
+      logger.warn({ err, attempt, waitMs }, 'PostgreSQL is unreachable at start; retrying');
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
   const created = await tenantry.operatorKey.ensure();
   if (created) {
     // shown once: only its hash is kept
@@ -511,6 +607,8 @@ async function serve(): Promise<void> {
   }
   const app = await buildServer({ tenantry, logLevel: so.logLevel, baseDomain: so.baseDomain, tenantLabels: so.tenantLabels, requestTimeoutMs: so.requestTimeoutMs });
   markUnready = (reason) => app.health.markUnready(reason);
+  // the job runner runs inside serve too (the queue and the schedule: once per period across processes)
+  await tenantry.startJobs({ kind: 'serve' });
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;

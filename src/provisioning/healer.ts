@@ -35,10 +35,16 @@ function stateOf(core: Core): HealerState {
   return s;
 }
 
+/**
+ * Seconds without a heartbeat after which the background sweep treats a `provisioning` row as abandoned
+ * (never under 5 s, so an in-flight provisioning always gets to renew its row first).
+ */
+export function staleAfterSeconds(core: Core): number {
+  return Math.max(5, core.opts.repairAfterSeconds);
+}
+
 /** Milliseconds between background passes. */
 export const HEAL_INTERVAL_MS = 2_000;
-/** Every this many passes, the pass also looks for rows abandoned by processes that died. */
-const SWEEP_EVERY = 15;
 
 /**
  * Ends a provisioning that failed: if its catalog row is live the work committed (a lost COMMIT answer)
@@ -107,7 +113,9 @@ function ensureTimer(core: Core, s: HealerState): void {
   if (s.timer) return;
   s.timer = setInterval(() => {
     s.ticks++;
-    const sweep = s.periodic && s.ticks % SWEEP_EVERY === 0;
+    // rows abandoned by processes that died are looked for about twice per repairAfterSeconds
+    const sweepEvery = Math.max(1, Math.ceil((staleAfterSeconds(core) * 500) / HEAL_INTERVAL_MS));
+    const sweep = s.periodic && s.ticks % sweepEvery === 0;
     if (!sweep && s.pending.size === 0) {
       if (!s.periodic) { clearInterval(s.timer); s.timer = undefined; }
       return;
@@ -135,7 +143,7 @@ async function pass(core: Core, s: HealerState, sweep: boolean): Promise<void> {
       if (!lock?.ok) return;
       const stuck = await tx<TenantRow[]>`
         select * from tenantry_catalog.tenants
-        where status = 'provisioning' and updated_at < now() - make_interval(secs => ${core.opts.repairAfterSeconds})`;
+        where status = 'provisioning' and updated_at < now() - make_interval(secs => ${staleAfterSeconds(core)})`;
       for (const row of stuck) {
         if (s.pending.has(row.id)) continue;
         await healProvisioning(core, {
@@ -146,7 +154,7 @@ async function pass(core: Core, s: HealerState, sweep: boolean): Promise<void> {
       }
       const orphans = await findOrphans(core);
       if (orphans.databases.length + orphans.schemas.length + orphans.roles.length > 0) {
-        await repairInstallation(core, { olderThanSeconds: core.opts.repairAfterSeconds, purgeClaims: false });
+        await repairInstallation(core, { olderThanSeconds: staleAfterSeconds(core), purgeClaims: false });
       }
     });
   } catch (err) {

@@ -10,7 +10,7 @@ import {
   toTenant, type Isolation, type Tenant, type TenantRow, type Tier,
 } from '../tenants/model.js';
 import { STRATEGIES, createTenantRole } from '../isolation/modes.js';
-import { healProvisioning, scheduleHeal } from './healer.js';
+import { healProvisioning, scheduleHeal, staleAfterSeconds } from './healer.js';
 import type { ProvisionStep } from '../config.js';
 import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
 
@@ -104,9 +104,9 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
       heartbeat = setInterval(() => {
         core.admin`update tenantry_catalog.tenants set updated_at = now()
                    where id = ${placement.id} and status = 'provisioning'
-                     and updated_at > now() - make_interval(secs => ${core.opts.repairAfterSeconds})`
+                     and updated_at > now() - make_interval(secs => ${staleAfterSeconds(core)})`
           .catch(() => undefined);
-      }, Math.max(1_000, Math.min(10_000, core.opts.repairAfterSeconds * 250)));
+      }, Math.min(10_000, staleAfterSeconds(core) * 250));
       heartbeat.unref();
       await step('role');
       await createTenantRole(core, placement);

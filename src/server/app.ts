@@ -185,6 +185,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       const isProblem = claim.status >= 400;
       return reply.status(claim.status).type(isProblem ? 'application/problem+json' : 'application/json').send(claim.response);
     }
+    // answered by its deadline while claiming: no work will run, so the claim is handed back at once
+    if (req.deadlinePassed) { await tenantry.idempotency.expire(principal, key); return; }
     // the claim is a lease, renewed while this request runs; if this process dies it runs out and a retry takes over
     const heartbeat = setInterval(() => { tenantry.idempotency.heartbeat(principal, key).catch(() => undefined); }, (tenantry.idempotency.leaseSeconds * 1000) / 3);
     heartbeat.unref();
@@ -309,6 +311,12 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       if (idem?.takenOver && isTenantryError(err, 'SLUG_TAKEN')) {
         const made = await tenantry.tenants.createdByRequest(body.slug, idem.requestId);
         if (made) return reply.status(201).header('idempotent-recovered', 'true').send({ ...tenantView(made), apiKey: SECRET_NOT_REPLAYED });
+        // the slug is held by a provisioning its dead process left half-made (likely this key's own):
+        // the background healer removes it, then the retry can create the tenant
+        const holder = await tenantry.tenants.find(body.slug);
+        if (holder?.status === 'provisioning') {
+          throw new TenantryError('PROVISIONING_INCOMPLETE', `An earlier attempt at tenant "${body.slug}" stopped half-way; it is being removed in the background. Retry with the same Idempotency-Key shortly.`, { slug: body.slug, retryAfterSeconds: 5 });
+        }
       }
       throw err;
     }

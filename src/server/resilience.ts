@@ -138,7 +138,12 @@ export function installDeadline(app: FastifyInstance, deadlineMs: number, send: 
     route.handler = function deadlineTracked(this: FastifyInstance, req: FastifyRequest, reply: FastifyReply) {
       const run = Promise.resolve().then(() => handler.call(this, req, reply));
       req.work = run.then(() => undefined, () => undefined);
-      return run;
+      // once the deadline has answered, the late result or error is only logged, not sent twice
+      return run.then((value) => (req.deadlinePassed ? undefined : value), (err: unknown) => {
+        if (!req.deadlinePassed) throw err;
+        req.log.warn({ err }, 'request failed after its deadline answered for it');
+        return undefined;
+      });
     } as typeof route.handler;
   });
   app.addHook('onRequest', async (req, reply) => {
