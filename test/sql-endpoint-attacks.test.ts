@@ -78,9 +78,16 @@ function problem(r: Res, status: number, code: string, sqlstate: string | RegExp
   if (sqlstate !== undefined) assert.match(r.body.detail, typeof sqlstate === 'string' ? new RegExp(`SQLSTATE ${sqlstate}\\)`) : sqlstate, what);
 }
 const forbidden = (r: Res, what: string): void => problem(r, 403, 'FORBIDDEN', '42501', what);
+/** Refused by the SQL guard before the server saw it (403 SQL_NOT_ALLOWED, naming what was refused). */
+const notAllowed = (r: Res, what: string): void => {
+  assert.equal(r.status, 403, `${what}: expected 403 SQL_NOT_ALLOWED, got ${r.status} ${r.text.slice(0, 400)}`);
+  assert.equal(r.body.code, 'SQL_NOT_ALLOWED', `${what}: ${r.text.slice(0, 400)}`);
+  assert.match(r.body.detail, /The SQL endpoint refuses \S/, `${what}: the refusal names what was refused`);
+};
 
 /** Refused (403 / 400), or answered with only the attacker's own rows. */
 function refusedOrOwn(r: Res, attacker: Party, what: string, opts: { noRows?: boolean } = {}): void {
+  if (r.status === 403 && r.body.code === 'SQL_NOT_ALLOWED') return notAllowed(r, what);
   if (r.status === 403 || r.status === 400) {
     assert.ok(['FORBIDDEN', 'SQL_ERROR'].includes(r.body.code), `${what}: ${r.text}`);
     assert.match(r.body.detail, /SQLSTATE (42501|42P01|3F000|42883)\)/, `${what}: refused for want of privilege or of the object, not by accident: ${r.body.detail}`);
@@ -141,7 +148,7 @@ function attacks(A: Party, B: Party): Attack[] {
   const own = (what: string, opts: { noRows?: boolean } = {}) => (r: Res): void => refusedOrOwn(r, A, what, opts);
   const refused4xx = (what: string) => (r: Res): void => {
     assert.ok(r.status === 400 || r.status === 403, `${what}: ${r.status} ${r.text.slice(0, 300)}`);
-    assert.ok(['FORBIDDEN', 'SQL_ERROR'].includes(r.body.code));
+    assert.ok(['FORBIDDEN', 'SQL_ERROR', 'SQL_NOT_ALLOWED'].includes(r.body.code));
   };
   return [
     // B's rows by every name they go by
@@ -160,68 +167,74 @@ function attacks(A: Party, B: Party): Attack[] {
     { name: 'insert a row as B', sql: `insert into ${Bs}.agents (tenant_id, name, agent_type) values ($1, 'smuggled', 'x')`, params: [bid], check: refused4xx('insert as B') },
     { name: 'move A\'s row to B', sql: `update agents set tenant_id = $1`, params: [bid], check: (r) => forbidden(r, 'update tenant_id to B') },
     // becoming someone else
-    { name: 'set role to B', sql: `set role ${q(B.tenant.placement.role)}`, check: (r) => forbidden(r, 'set role B'), then: ownRead },
-    { name: 'set role to the owner', sql: `set role ${q(`${ns}_owner`)}`, check: (r) => forbidden(r, 'set role owner'), then: ownRead },
-    { name: 'set role to the runtime', sql: `set role ${q(`${ns}_runtime`)}`, check: (r) => forbidden(r, 'set role runtime'), then: ownRead },
-    { name: 'set role to the installation admin', sql: `set role ${q(`${ns}_admin`)}`, check: (r) => forbidden(r, 'set role admin') },
-    { name: 'set role to the superuser', sql: `set role ${q(superuserName)}`, check: (r) => forbidden(r, 'set role superuser') },
-    { name: 'set session authorization to B', sql: `set session authorization ${q(B.tenant.placement.role)}`, check: (r) => forbidden(r, 'session authorization') },
-    { name: 'reset role', sql: 'reset role', check: (r) => assert.equal(r.status, 200, r.text), then: ownRead },
-    { name: 'reset session authorization', sql: 'reset session authorization', check: (r) => assert.ok(r.status === 200 || r.status === 403, r.text), then: ownRead },
-    { name: 'grant B\'s role to itself', sql: `grant ${q(B.tenant.placement.role)} to current_user`, check: (r) => forbidden(r, 'grant B to A') },
-    { name: 'grant A\'s role to the runtime', sql: `grant ${q(A.tenant.placement.role)} to ${q(`${ns}_runtime`)}`, check: (r) => forbidden(r, 'grant A to runtime') },
-    { name: 'revoke the admin\'s hold on A', sql: `revoke ${q(A.tenant.placement.role)} from ${q(`${ns}_admin`)}`, check: (r) => forbidden(r, 'revoke A from admin') },
-    { name: 'change B\'s password', sql: `alter role ${q(B.tenant.placement.role)} password 'owned'`, check: (r) => forbidden(r, 'alter B password') },
-    { name: 'disable B\'s login', sql: `alter role ${q(B.tenant.placement.role)} nologin`, check: (r) => forbidden(r, 'alter B nologin') },
-    { name: 'raise its own connection limit', sql: 'alter role current_user connection limit 1000', check: (r) => forbidden(r, 'connection limit') },
+    { name: 'set role to B', sql: `set role ${q(B.tenant.placement.role)}`, check: (r) => notAllowed(r, 'set role B'), then: ownRead },
+    { name: 'set role to the owner', sql: `set role ${q(`${ns}_owner`)}`, check: (r) => notAllowed(r, 'set role owner'), then: ownRead },
+    { name: 'set role to the runtime', sql: `set role ${q(`${ns}_runtime`)}`, check: (r) => notAllowed(r, 'set role runtime'), then: ownRead },
+    { name: 'set role to the installation admin', sql: `set role ${q(`${ns}_admin`)}`, check: (r) => notAllowed(r, 'set role admin') },
+    { name: 'set role to the superuser', sql: `set role ${q(superuserName)}`, check: (r) => notAllowed(r, 'set role superuser') },
+    { name: 'set session authorization to B', sql: `set session authorization ${q(B.tenant.placement.role)}`, check: (r) => notAllowed(r, 'session authorization') },
+    { name: 'reset role', sql: 'reset role', check: (r) => notAllowed(r, 'reset role'), then: ownRead },
+    { name: 'reset session authorization', sql: 'reset session authorization', check: (r) => notAllowed(r, 'reset session authorization'), then: ownRead },
+    { name: 'grant B\'s role to itself', sql: `grant ${q(B.tenant.placement.role)} to current_user`, check: (r) => notAllowed(r, 'grant B to A') },
+    { name: 'grant A\'s role to the runtime', sql: `grant ${q(A.tenant.placement.role)} to ${q(`${ns}_runtime`)}`, check: (r) => notAllowed(r, 'grant A to runtime') },
+    { name: 'revoke the admin\'s hold on A', sql: `revoke ${q(A.tenant.placement.role)} from ${q(`${ns}_admin`)}`, check: (r) => notAllowed(r, 'revoke A from admin') },
+    { name: 'change B\'s password', sql: `alter role ${q(B.tenant.placement.role)} password 'owned'`, check: (r) => notAllowed(r, 'alter B password') },
+    { name: 'disable B\'s login', sql: `alter role ${q(B.tenant.placement.role)} nologin`, check: (r) => notAllowed(r, 'alter B nologin') },
+    { name: 'raise its own connection limit', sql: 'alter role current_user connection limit 1000', check: (r) => notAllowed(r, 'connection limit') },
     // forging the context: even a *valid* signed context of B changes nothing for A's login role
-    { name: 'set_config a valid context of B, session-wide', sql: `select set_config('tenantry.ctx', $1, false)`, params: ['<ctx>'], check: (r) => assert.equal(r.status, 200, r.text), then: ownRead },
-    { name: 'set_config a context of B with any mac', sql: `select set_config('tenantry.ctx', $1, false)`, params: [`${bid}.${'0'.repeat(64)}`], check: (r) => assert.equal(r.status, 200, r.text), then: ownRead },
-    { name: 'set_config B\'s context and read B in one statement', sql: `select (select count(*)::int from ${Bs}.agents where tenant_id = $2) as n from (select set_config('tenantry.ctx', $1, true)) s`, params: ['<ctx>', bid], check: (r) => { own('ctx + read')(r); if (r.status === 200) assert.equal(r.body.rows[0].n, 0); } },
-    { name: 'set search_path to B\'s schema', sql: `set search_path to ${Bs}, pooled, app, public`, check: (r) => assert.equal(r.status, 200, r.text), then: ownRead },
-    { name: 'set_config search_path to B\'s schema', sql: `select set_config('search_path', $1, false)`, params: [`${Bs}, pooled`], check: (r) => assert.equal(r.status, 200, r.text), then: ownRead },
+    { name: 'set_config a valid context of B, session-wide', sql: `select set_config('tenantry.ctx', $1, false)`, params: ['<ctx>'], check: (r) => notAllowed(r, 'set_config'), then: ownRead },
+    { name: 'set_config a context of B with any mac', sql: `select set_config('tenantry.ctx', $1, false)`, params: [`${bid}.${'0'.repeat(64)}`], check: (r) => notAllowed(r, 'set_config'), then: ownRead },
+    { name: 'set_config B\'s context and read B in one statement', sql: `select (select count(*)::int from ${Bs}.agents where tenant_id = $2) as n from (select set_config('tenantry.ctx', $1, true)) s`, params: ['<ctx>', bid], check: (r) => notAllowed(r, 'ctx + read') },
+    { name: 'pg_catalog.set_config, qualified', sql: `select pg_catalog.set_config('tenantry.ctx', $1, true)`, params: ['<ctx>'], check: (r) => notAllowed(r, 'qualified set_config') },
+    { name: 'set search_path to B\'s schema', sql: `set search_path to ${Bs}, pooled, app, public`, check: (r) => notAllowed(r, 'set search_path'), then: ownRead },
+    { name: 'set_config search_path to B\'s schema', sql: `select set_config('search_path', $1, false)`, params: [`${Bs}, pooled`], check: (r) => notAllowed(r, 'set_config search_path'), then: ownRead },
     // a second statement
     { name: 'a second statement after ;', sql: `set role ${q(B.tenant.placement.role)}; select * from agents`, check: (r) => problem(r, 400, 'SQL_ERROR', '42601', 'two statements') },
     { name: 'a read after ;', sql: `select 1; select * from ${Bs}.agents`, check: (r) => problem(r, 400, 'SQL_ERROR', '42601', 'two statements') },
     { name: 'commit; then more', sql: `commit; select * from ${Bs}.agents`, check: (r) => problem(r, 400, 'SQL_ERROR', '42601', 'commit; then more') },
     // smuggling rows out through objects
     { name: 'create a security definer function', sql: `create function leak() returns setof text language sql security definer as $$ select name from ${Bs}.agents $$`, check: refused4xx('create function') },
-    { name: 'create a function in pg_temp', sql: `create function pg_temp.leak() returns int language sql as $$ select 1 $$`, check: (r) => forbidden(r, 'pg_temp function') },
+    { name: 'create a function in pg_temp', sql: `create function pg_temp.leak() returns int language sql as $$ select 1 $$`, check: (r) => notAllowed(r, 'pg_temp function') },
     { name: 'create a function in B\'s schema', sql: `create function ${Bs}.leak() returns int language sql as $$ select 1 $$`, check: refused4xx('function in B\'s schema') },
     { name: 'create a view', sql: `create view leak as select * from ${Bs}.agents`, check: refused4xx('create view') },
     { name: 'create a view in public', sql: 'create view public.leak as select 1 as x', check: refused4xx('view in public') },
-    { name: 'create a temp table', sql: 'create temp table smuggle as select 1 as x', check: (r) => forbidden(r, 'temp table') },
-    { name: 'create a table', sql: 'create table smuggle (x text)', check: (r) => forbidden(r, 'create table') },
-    { name: 'create a schema', sql: 'create schema smuggle', check: (r) => forbidden(r, 'create schema') },
-    { name: 'a policy on A\'s table', sql: 'create policy open_up on agents for all using (true)', check: (r) => forbidden(r, 'create policy') },
-    { name: 'turn off row security', sql: 'alter table agents disable row level security', check: (r) => forbidden(r, 'disable rls') },
+    { name: 'create a temp table', sql: 'create temp table smuggle as select 1 as x', check: (r) => notAllowed(r, 'temp table') },
+    { name: 'create a table', sql: 'create table smuggle (x text)', check: (r) => notAllowed(r, 'create table') },
+    { name: 'create a schema', sql: 'create schema smuggle', check: (r) => notAllowed(r, 'create schema') },
+    { name: 'a policy on A\'s table', sql: 'create policy open_up on agents for all using (true)', check: (r) => notAllowed(r, 'create policy') },
+    { name: 'turn off row security', sql: 'alter table agents disable row level security', check: (r) => notAllowed(r, 'disable rls') },
     // within its own request it only breaks its own reads; the session is reset before the next one
-    { name: 'row_security off', sql: `select set_config('row_security', 'off', false)`, check: (r) => assert.equal(r.status, 200, r.text), then: ownRead },
-    { name: 'set role to its own group role', sql: `set role ${q(groupOf(A))}`, check: (r) => assert.equal(r.status, 200, r.text), then: ownRead },
-    { name: 'session settings and a held cursor', sql: `select set_config('work_mem', '64MB', false), set_config('tenantry.ctx', $1, false), pg_advisory_lock(42)`, params: ['<ctx>'], check: (r) => assert.equal(r.status, 200, r.text), then: {
-      sql: `select current_setting('work_mem') as wm, coalesce(current_setting('tenantry.ctx', true), '') as ctx, (select count(*)::int from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()) as locks`,
-      check: (r) => { assert.equal(r.status, 200, r.text); assert.notEqual(r.body.rows[0].wm, '64MB'); assert.equal(r.body.rows[0].ctx, ''); assert.equal(r.body.rows[0].locks, 0); },
-    } },
+    { name: 'row_security off', sql: `select set_config('row_security', 'off', false)`, check: (r) => notAllowed(r, 'row_security'), then: ownRead },
+    { name: 'set role to its own group role', sql: `set role ${q(groupOf(A))}`, check: (r) => notAllowed(r, 'set role group'), then: ownRead },
+    { name: 'session settings and an advisory lock', sql: `select set_config('work_mem', '64MB', false), set_config('tenantry.ctx', $1, false), pg_advisory_lock(42)`, params: ['<ctx>'], check: (r) => notAllowed(r, 'session settings'), then: ownRead },
     // the catalog and the key
-    { name: 'read the catalog', sql: 'select * from tenantry_catalog.tenants', check: (r) => problem(r, 400, 'SQL_ERROR', '42P01', 'catalog is not in data databases') },
-    { name: 'read the catalog\'s API keys', sql: 'select * from tenantry_catalog.api_keys', check: (r) => problem(r, 400, 'SQL_ERROR', '42P01', 'api keys') },
-    { name: 'read the HMAC key', sql: 'select * from tenantry.settings', check: (r) => forbidden(r, 'tenantry.settings') },
-    { name: 'read the HMAC key by column', sql: 'select encode(k_inner, \'hex\') from tenantry.settings', check: (r) => forbidden(r, 'k_inner') },
-    { name: 'read the data-plane migrations table', sql: 'select * from tenantry.migrations', check: (r) => forbidden(r, 'tenantry.migrations') },
+    { name: 'read the catalog', sql: 'select * from tenantry_catalog.tenants', check: (r) => notAllowed(r, 'catalog') },
+    { name: 'read the catalog\'s API keys', sql: 'select * from tenantry_catalog.api_keys', check: (r) => notAllowed(r, 'api keys') },
+    { name: 'read the HMAC key', sql: 'select * from tenantry.settings', check: (r) => notAllowed(r, 'tenantry.settings') },
+    { name: 'read the HMAC key by column', sql: 'select encode(k_inner, \'hex\') from tenantry.settings', check: (r) => notAllowed(r, 'k_inner') },
+    { name: 'read the data-plane migrations table', sql: 'select * from tenantry.migrations', check: (r) => notAllowed(r, 'tenantry.migrations') },
     { name: 'replace current_tenant()', sql: 'create or replace function tenantry.current_tenant() returns uuid language sql as $$ select null::uuid $$', check: refused4xx('replace current_tenant') },
-    { name: 'read pg_authid', sql: 'select rolname, rolpassword from pg_authid', check: (r) => forbidden(r, 'pg_authid') },
+    { name: 'read pg_authid', sql: 'select rolname, rolpassword from pg_authid', check: (r) => notAllowed(r, 'pg_authid') },
     // the server itself
-    { name: 'copy to program', sql: `copy (select 1) to program 'id'`, check: (r) => forbidden(r, 'copy to program') },
-    { name: 'copy to a file', sql: `copy (select * from agents) to '/tmp/tenantry-leak'`, check: (r) => forbidden(r, 'copy to file') },
-    { name: 'pg_read_file', sql: `select pg_read_file('/etc/passwd')`, check: (r) => forbidden(r, 'pg_read_file') },
-    { name: 'pg_ls_dir', sql: `select pg_ls_dir('.')`, check: (r) => forbidden(r, 'pg_ls_dir') },
-    { name: 'lo_import', sql: `select lo_import('/etc/passwd')`, check: (r) => forbidden(r, 'lo_import') },
-    { name: 'show hba_file', sql: 'show hba_file', check: (r) => forbidden(r, 'hba_file') },
-    { name: 'create extension dblink', sql: 'create extension dblink', check: (r) => forbidden(r, 'dblink extension') },
-    { name: 'create extension postgres_fdw', sql: 'create extension postgres_fdw', check: (r) => forbidden(r, 'postgres_fdw') },
-    { name: 'call dblink', sql: `select * from dblink('dbname=${B.tenant.placement.database}', 'select name from agents') as t(name text)`, check: (r) => problem(r, 400, 'SQL_ERROR', '42883', 'dblink is not there') },
-    { name: 'query_to_xml on B', sql: `select query_to_xml('select * from ${Bs.replace(/'/g, "''")}.agents', true, false, '')`, check: own('query_to_xml') },
-    { name: 'query_to_xml running DDL', sql: `select query_to_xml('alter role current_user set search_path = ''pooled''', true, false, '')`, check: (r) => problem(r, 400, 'SQL_ERROR', '0A000', 'query_to_xml is read-only') },
+    { name: 'copy to program', sql: `copy (select 1) to program 'id'`, check: (r) => notAllowed(r, 'copy to program') },
+    { name: 'copy to a file', sql: `copy (select * from agents) to '/tmp/tenantry-leak'`, check: (r) => notAllowed(r, 'copy to file') },
+    { name: 'pg_read_file', sql: `select pg_read_file('/etc/passwd')`, check: (r) => notAllowed(r, 'pg_read_file') },
+    { name: 'pg_ls_dir', sql: `select pg_ls_dir('.')`, check: (r) => notAllowed(r, 'pg_ls_dir') },
+    { name: 'lo_import', sql: `select lo_import('/etc/passwd')`, check: (r) => notAllowed(r, 'lo_import') },
+    { name: 'show hba_file', sql: 'show hba_file', check: (r) => notAllowed(r, 'hba_file') },
+    { name: 'create extension dblink', sql: 'create extension dblink', check: (r) => notAllowed(r, 'dblink extension') },
+    { name: 'create extension postgres_fdw', sql: 'create extension postgres_fdw', check: (r) => notAllowed(r, 'postgres_fdw') },
+    { name: 'call dblink', sql: `select * from dblink('dbname=${B.tenant.placement.database}', 'select name from agents') as t(name text)`, check: (r) => notAllowed(r, 'dblink') },
+    { name: 'query_to_xml on B', sql: `select query_to_xml('select * from ${Bs.replace(/'/g, "''")}.agents', true, false, '')`, check: (r) => notAllowed(r, 'query_to_xml') },
+    { name: 'query_to_xml running DDL', sql: `select query_to_xml('alter role current_user set search_path = ''pooled''', true, false, '')`, check: (r) => notAllowed(r, 'query_to_xml DDL') },
+    // the guard is not a way around itself: every function that runs SQL given as text is refused
+    { name: 'ts_stat running a query', sql: `select * from ts_stat('select to_tsvector(name) from ${Bs.replace(/'/g, "''")}.agents')`, check: (r) => notAllowed(r, 'ts_stat') },
+    { name: 'ts_rewrite with a query', sql: `select ts_rewrite('a'::tsquery, 'select ''a''::tsquery, ''b''::tsquery')`, check: (r) => notAllowed(r, 'ts_rewrite') },
+    { name: 'cursor_to_xml', sql: `select cursor_to_xml('c', 1, true, false, '')`, check: (r) => notAllowed(r, 'cursor_to_xml') },
+    { name: 'table_to_xml on B', sql: `select table_to_xml('${Bs.replace(/'/g, "''")}.agents', true, false, '')`, check: (r) => notAllowed(r, 'table_to_xml') },
+    { name: 'a function by column notation', sql: `select a.pg_read_file from (select '/etc/passwd'::text) a`, check: (r) => notAllowed(r, 'x.f notation') },
+    { name: 'a role name from its oid', sql: `select (oid_value::regrole)::text from (select 10::oid as oid_value) s`, check: (r) => notAllowed(r, 'regrole') },
+    { name: 'a relation name in a column list type', sql: `select * from json_to_record('{"x": 1259}') as t(x regclass)`, check: (r) => notAllowed(r, 'regclass column') },
   ];
 }
 
@@ -260,7 +273,7 @@ for (const attackerMode of MODES) {
 }
 
 for (const mode of MODES) {
-  test(`${mode}: a session of B cannot be ended by A, and pg_stat_activity shows A no other role's SQL`, async () => {
+  test(`${mode}: a session of B cannot be ended by A, and pg_stat_activity shows A nothing`, async () => {
     const A = P[mode].a;
     const Bs = MODES.map((m) => P[m].b);
     // B's own sessions are live (the endpoint's pool keeps them)
@@ -269,9 +282,9 @@ for (const mode of MODES) {
     assert.ok(live.length >= 3, 'each B has a session');
     for (const B of Bs) {
       const kill = await sqlAs(A.key, 'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1', [B.tenant.placement.role]);
-      forbidden(kill, `terminate ${B.tenant.slug}`);
+      notAllowed(kill, `terminate ${B.tenant.slug}`);
       const cancel = await sqlAs(A.key, 'select pg_cancel_backend(pid) from pg_stat_activity where usename = $1', [B.tenant.placement.role]);
-      forbidden(cancel, `cancel ${B.tenant.slug}`);
+      notAllowed(cancel, `cancel ${B.tenant.slug}`);
     }
     const still = await inst.su<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where usename = any(${Bs.map((b) => b.tenant.placement.role)})`;
     assert.ok(still[0]!.n >= 3, 'B\'s sessions survive');
@@ -288,20 +301,10 @@ for (const mode of MODES) {
     const done = await Promise.all(running);
     for (const d of done) assert.equal(d.status, 200, d.text);
     for (const B of Bs) assert.ok(control.some((c) => c.query.includes(B.marker)), `control: B (${B.tenant.isolation}) was running its marked statement while A looked`);
-    assert.equal(seen.status, 200, seen.text);
+    // issue #8, finding 9: not even who is connected (usename, datname) is shown any more
+    notAllowed(seen, 'pg_stat_activity');
     noLeak(seen, [...Bs, ...MODES.filter((m) => m !== mode).map((m) => P[m].a)], 'pg_stat_activity');
-    let hidden = 0;
-    for (const row of seen.body.rows as Json[]) {
-      if (row.usename === A.tenant.placement.role) continue;
-      // another role's session: PostgreSQL hides its query (and state) from a non-member
-      if (row.query !== null) {
-        assert.equal(row.query, '<insufficient privilege>', `A sees ${row.usename}'s query: ${row.query}`);
-        hidden++;
-      }
-      assert.equal(row.state, null, `A sees ${row.usename}'s state`);
-    }
-    assert.ok(hidden >= 3, 'other roles\' sessions were there, hidden');
-    assert.ok(seen.body.rows.some((r: Json) => r.usename === A.tenant.placement.role && String(r.query).includes('pg_stat_activity')), 'A sees its own query');
+    for (const B of Bs) assert.ok(!seen.text.includes(B.tenant.placement.role), 'no other role\'s name in the refusal');
   });
 
   test(`${mode}: statement timeout, row cap, and session settings that would lift them`, async () => {
@@ -310,15 +313,11 @@ for (const mode of MODES) {
     problem(slow, 408, 'SQL_TIMEOUT', '57014', 'pg_sleep(30)');
     assert.match(slow.body.detail, new RegExp(`${TIMEOUT_MS} ms`));
     assert.ok(slow.ms < TIMEOUT_MS + 5000, `cancelled after ${slow.ms} ms`);
-    // lifting the timeout in the statement itself, or for the session, does not outlast the statement
-    const lifted = await sqlAs(A.key, `select set_config('statement_timeout', '0', false), pg_sleep(30)`);
-    problem(lifted, 408, 'SQL_TIMEOUT', '57014', 'timeout lifted inside the statement');
-    assert.ok(lifted.ms < TIMEOUT_MS + 5000);
-    assert.equal((await sqlAs(A.key, 'set statement_timeout = 0')).status, 200);
-    for (let i = 0; i < 2; i++) {
-      const shown = await sqlAs(A.key, 'show statement_timeout');
-      assert.deepEqual(shown.body.rows, [{ statement_timeout: `${TIMEOUT_MS}ms` }], 'each request runs under the endpoint\'s own timeout');
-    }
+    // lifting the timeout in the statement itself, or for the session, is refused before it runs
+    notAllowed(await sqlAs(A.key, `select set_config('statement_timeout', '0', false), pg_sleep(30)`), 'timeout lifted inside the statement');
+    notAllowed(await sqlAs(A.key, 'set statement_timeout = 0'), 'set statement_timeout');
+    notAllowed(await sqlAs(A.key, 'set lock_timeout = 0'), 'set lock_timeout');
+    notAllowed(await sqlAs(A.key, 'show statement_timeout'), 'show reads the server\'s settings');
     const again = await sqlAs(A.key, 'select pg_sleep(30)');
     problem(again, 408, 'SQL_TIMEOUT', '57014', 'after set statement_timeout = 0');
     // a cancelled statement leaves a healthy connection behind
@@ -353,20 +352,23 @@ for (const mode of MODES) {
       ['delete', 'delete from agents', [], (r) => problem(r, 403, 'FORBIDDEN', '25006', 'delete')],
       ['insert via a CTE', `with x as (insert into agents (name, agent_type) values ('ro-cte', 'x') returning *) select * from x`, [], (r) => problem(r, 403, 'FORBIDDEN', '25006', 'cte')],
       ['select for update', 'select * from agents for update', [], (r) => problem(r, 403, 'FORBIDDEN', '25006', 'for update')],
-      ['insert in a DO block', `do $$ begin insert into agents (name, agent_type) values ('ro-do', 'x'); end $$`, [], (r) => problem(r, 403, 'FORBIDDEN', '25006', 'do block')],
-      ['set transaction read write', 'set transaction read write', [], (r) => problem(r, 400, 'SQL_ERROR', '25001', 'set transaction read write')],
-      ['transaction_read_only off', `select set_config('transaction_read_only', 'off', false)`, [], (r) => problem(r, 400, 'SQL_ERROR', '25001', 'transaction_read_only')],
-      ['session characteristics read write', 'set session characteristics as transaction read write', [], (r) => assert.equal(r.status, 200, r.text)],
-      ['default_transaction_read_only off', `select set_config('default_transaction_read_only', 'off', false)`, [], (r) => assert.equal(r.status, 200, r.text)],
+      ['insert in a DO block', `do $$ begin insert into agents (name, agent_type) values ('ro-do', 'x'); end $$`, [], (r) => notAllowed(r, 'do block')],
+      ['set transaction read write', 'set transaction read write', [], (r) => notAllowed(r, 'set transaction read write')],
+      ['transaction_read_only off', `select set_config('transaction_read_only', 'off', false)`, [], (r) => notAllowed(r, 'transaction_read_only')],
+      ['session characteristics read write', 'set session characteristics as transaction read write', [], (r) => notAllowed(r, 'session characteristics')],
+      ['default_transaction_read_only off', `select set_config('default_transaction_read_only', 'off', false)`, [], (r) => notAllowed(r, 'default_transaction_read_only')],
       ['commit; insert', `commit; insert into agents (name, agent_type) values ('ro-commit', 'x')`, [], (r) => problem(r, 400, 'SQL_ERROR', '42601', 'commit; insert')],
-      ['commit alone', 'commit', [], (r) => assert.ok(r.status < 500, r.text)],
-      ['start a new transaction', 'start transaction read write', [], (r) => assert.ok(r.status < 500, r.text)],
+      ['commit alone', 'commit', [], (r) => notAllowed(r, 'commit')],
+      ['start a new transaction', 'start transaction read write', [], (r) => notAllowed(r, 'start transaction')],
       ['insert after all that', `insert into agents (name, agent_type) values ('ro-after', 'x')`, [], (r) => problem(r, 403, 'FORBIDDEN', '25006', 'insert after the session tricks')],
-      ['prepare an insert', `prepare ro_ins as insert into agents (name, agent_type) values ('ro-prepared', 'x')`, [], (r) => assert.ok(r.status < 500, r.text)],
-      // what one request prepares is gone by the next (the endpoint resets the session after each)
-      ['execute it', 'execute ro_ins', [], (r) => problem(r, 400, 'SQL_ERROR', '26000', 'execute prepared insert')],
-      ['prepare and execute in one', `explain analyze insert into agents (name, agent_type) values ('ro-explain', 'x')`, [], (r) => problem(r, 403, 'FORBIDDEN', '25006', 'explain analyze insert')],
-      ['alter its own role', 'alter role current_user set default_transaction_read_only = off', [], (r) => problem(r, 403, 'FORBIDDEN', '25006', 'alter role in read only')],
+      ['prepare an insert', `prepare ro_ins as insert into agents (name, agent_type) values ('ro-prepared', 'x')`, [], (r) => notAllowed(r, 'prepare')],
+      ['execute it', 'execute ro_ins', [], (r) => notAllowed(r, 'execute')],
+      // EXPLAIN ANALYZE runs the insert: the read-only transaction refuses it (pooled tenants get no EXPLAIN at all)
+      ['explain analyze an insert', `explain analyze insert into agents (name, agent_type) values ('ro-explain', 'x')`, [], (r) => (mode === 'pooled' ? notAllowed(r, 'explain, pooled') : problem(r, 403, 'FORBIDDEN', '25006', 'explain analyze insert'))],
+      ['alter its own role', 'alter role current_user set default_transaction_read_only = off', [], (r) => notAllowed(r, 'alter role')],
+      // issue #8, finding 4: large objects were writable through a read-only key, outside the storage quota
+      ['a large object from bytea', `select lo_from_bytea(0, '\\x00'::bytea)`, [], (r) => notAllowed(r, 'lo_from_bytea')],
+      ['a large object created, then written', 'select lo_put(lo_create(0), 0, $1::bytea)', ['\\x01'], (r) => notAllowed(r, 'lo_put')],
       ['readOnly: false in the body', `insert into agents (name, agent_type) values ('ro-flag', 'x')`, [], (r) => problem(r, 403, 'FORBIDDEN', '25006', 'readOnly false')],
     ];
     for (const [name, sql, params, check] of attempts) {
