@@ -746,6 +746,26 @@ const BAD: Bad[] = [
     ['unknown quota', { max_galaxies: 5 }, 400, 'INVALID_INPUT'],
     ['quota name with SQL', { [sqlMeta]: 5 }, 400, 'INVALID_INPUT'],
   ]),
+  ...badBodies('POST', () => `/v1/tenants/${T.id}/leases`, { metric: 'concurrent_agents' }, [
+    ['unknown metric', { metric: 'gold_bars' }, 400, 'INVALID_INPUT'],
+    ['not a lease metric', { metric: 'llm_tokens' }, 400, 'INVALID_INPUT'],
+    ['ttl too long', { metric: 'concurrent_agents', ttlSeconds: 86_401 }, 400, 'INVALID_INPUT'],
+    ['ttl as a string', { metric: 'concurrent_agents', ttlSeconds: '60' }, 400, 'INVALID_INPUT'],
+    ['metric with SQL', { metric: sqlMeta }, 400, 'INVALID_INPUT'],
+  ]),
+  ...badBodies('PUT', () => `/v1/tenants/${T.id}/gauges/storage_bytes`, { value: 1 }, [
+    ['negative value', { value: -1 }, 400, 'INVALID_INPUT'],
+    ['value as a string', { value: '5' }, 400, 'INVALID_INPUT'],
+    ['a measured gauge, not the app\'s', { value: 1 }, 400, 'INVALID_INPUT'],
+  ]),
+  ...badBodies('PUT', () => '/v1/plans', { plans: { tiers: [] } }, [
+    ['no plans', {}, 400, 'INVALID_INPUT'],
+    ['plans as an array', { plans: [1] }, 400, 'INVALID_INPUT'],
+    ['a plan with no tiers', { plans: { tiers: [] } }, 400, 'INVALID_PLANS'],
+    ['a metric of an unknown kind', { plans: { metrics: [{ name: 'x', kind: 'counter' }], tiers: [] } }, 400, 'INVALID_PLANS'],
+    ['moveTenants with SQL', { plans: { tiers: [] }, moveTenants: sqlMeta }, 400, 'INVALID_INPUT'],
+    ['dryRun as a string', { plans: { tiers: [] }, dryRun: 'yes' }, 400, 'INVALID_INPUT'],
+  ]),
   ...badBodies('POST', () => `/v1/tenants/${T.id}/usage`, { metric: 'llm_tokens', amount: 1 }, [
     ['negative amount', { metric: 'llm_tokens', amount: -5 }, 400, 'INVALID_INPUT'],
     ['zero amount', { metric: 'llm_tokens', amount: 0 }, 400, 'INVALID_INPUT'],
