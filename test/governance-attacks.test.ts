@@ -195,7 +195,8 @@ test('attack (finding 6): a member-bound admin key promotes its own member to ow
 
 test('keys and members across processes: a demotion, a removal and a new key reach another process\'s in-memory keys through the NOTIFY', async () => {
   const { t, admin, adminKey } = await tenantWithAdminMember();
-  // a second process on the same catalog, with a long cache time: only the NOTIFY can tell it
+  // a second process on the same catalog: within the 3 s waited below (its keys are trusted from
+  // memory for 5 s after a read), only the NOTIFY can tell it
   const other = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, maxConnections: 4, tenantCacheTtlMs: 600_000 });
   try {
     assert.deepEqual([...(await other.keys.verify(adminKey)).permissions].sort(), ['admin', 'read', 'sql', 'write']);

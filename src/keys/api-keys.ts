@@ -130,6 +130,12 @@ export class ApiKeyService {
   private loaded = false;
   private initial: Promise<void> | undefined;
   private readonly pending = new Map<string, { seq: number; promise: Promise<void> }>();
+  /**
+   * When each key's row was last read from the catalog for a matching secret: a key is trusted from
+   * memory for at most the cache time (5 s) after that, as if cached on use, so a change made behind
+   * Tenantry's back (or whose NOTIFY is still on its way) is seen as soon as it was before.
+   */
+  private readonly confirmed = new Map<string, number>();
   private readonly cacheTtlMs: number;
   private readonly flusher: NodeJS.Timeout;
   private readonly refresher: NodeJS.Timeout;
@@ -256,7 +262,8 @@ export class ApiKeyService {
    * the key id is looked up in memory and the secret's hash compared in constant time, against a dummy
    * when the id is unknown: the same work, the same answer and no catalog query whether the id exists
    * or not. Only a matching secret may refresh the key's row from the catalog (when a change was
-   * announced, or the row is older than the cache time), so that work reveals nothing to a guesser.
+   * announced, or when this key's row was last read over the cache time ago), so that work reveals
+   * nothing to a guesser.
    * Distinct codes for revoked and expired keys and for suspended or deleted tenants.
    */
   async verify(presented: string): Promise<VerifiedKey> {
@@ -270,11 +277,14 @@ export class ApiKeyService {
     const match = timingSafeEqual(presentedHash, row?.secret_hash ?? DUMMY_HASH);
     if (!row || !match) throw new TenantryError('INVALID_API_KEY', 'The API key is not valid.');
     const f = this.freshness.get(row.tenant_id);
-    if (!f || f.changed > f.seq || Date.now() - f.at >= this.cacheTtlMs) {
+    if (!f || f.changed > f.seq || Date.now() - (this.confirmed.get(row.id) ?? 0) >= this.cacheTtlMs) {
       this.work.lookups++;
-      await this.reloadTenant(row.tenant_id, f?.changed ?? 0);
+      const readAt = Date.now();
+      // a load begun from now on (not one already running, which may predate the change)
+      await this.reloadTenant(row.tenant_id, this.seq);
       row = this.known.get(parsed.keyId);
       if (!row) throw new TenantryError('INVALID_API_KEY', 'The API key is not valid.');
+      this.confirmed.set(row.id, readAt);
     }
     if (row.revoked_at) throw new TenantryError('API_KEY_REVOKED', `API key ${row.id} was revoked; ask the tenant's admin for a new one.`);
     if (row.expires_at && row.expires_at.getTime() <= Date.now()) throw new TenantryError('API_KEY_EXPIRED', `API key ${row.id} expired at ${row.expires_at.toISOString()}; rotate or create a new one.`);
@@ -379,8 +389,12 @@ export class ApiKeyService {
   private apply(tenantId: string, rows: KnownKey[], seq: number): void {
     const f = this.freshness.get(tenantId);
     if (f && f.seq > seq) return;
-    for (const id of this.knownByTenant.get(tenantId) ?? []) this.known.delete(id);
-    if (rows.length > 0) this.knownByTenant.set(tenantId, new Set(rows.map((r) => r.id)));
+    const ids = new Set(rows.map((r) => r.id));
+    for (const id of this.knownByTenant.get(tenantId) ?? []) {
+      this.known.delete(id);
+      if (!ids.has(id)) this.confirmed.delete(id);
+    }
+    if (rows.length > 0) this.knownByTenant.set(tenantId, ids);
     else this.knownByTenant.delete(tenantId);
     for (const r of rows) this.known.set(r.id, r);
     this.freshness.set(tenantId, { seq, at: Date.now(), changed: f?.changed ?? 0 });
