@@ -1,5 +1,5 @@
 // The public surface of the `tenantry` package: everything else is internal.
-export { Tenantry, type QueryMode } from './tenantry.js';
+export { Tenantry, type QueryMode, type TenantSqlResult } from './tenantry.js';
 export { TenantryError, isTenantryError, ERROR_CODES, type ErrorCode } from './errors.js';
 export { envOptions, type TenantryOptions, type ResolvedOptions, type ProvisionStep } from './config.js';
 export type { Logger } from './logger.js';
@@ -20,4 +20,18 @@ export type { PlanDiff, PlanChange, PlanRefusal, ApplyPlansOptions, PlanFileStat
 export type {
   TenantryPlanTypes, PlanMetricName, DebitMetricName, CountMetricName, LeaseMetricName, GaugeMetricName, PlanFeatureName, PlanQuotaName,
 } from './plans/plan-types.js';
-export type { UsageSummary, UsageLine, EffectiveQuota, TierInfo, IncrementResult } from './quotas/quotas.js';
+// every result type the public calls hand back, so an app can name them
+export type { TenantService } from './tenants/tenants.js';
+export type {
+  QuotaService, TierInfo, EffectiveQuota, UsageLine, UsageSummary, UsageHistoryRow, IncrementResult,
+} from './quotas/quotas.js';
+export type { FeatureService, FeatureState } from './quotas/features.js';
+export { QUOTAS, METRICS, type QuotaName, type MetricName, type WindowUnit } from './quotas/metrics.js';
+export {
+  SCOPES, type Scope, type ApiKeyService, type ApiKeyInfo, type ApiKeyInfo as ApiKey, type CreatedApiKey, type VerifiedKey,
+} from './keys/api-keys.js';
+export type { MemberService, Member, Invitation } from './members/members.js';
+export { MEMBER_ROLES, type MemberRole } from './members/roles.js';
+export type { AuditVerification } from './audit/verify.js';
+export type { RateLimiter, RateLimit, RateDecision } from './ratelimit/limiter.js';
+export type { TenantryEvents } from './events.js';

@@ -46,6 +46,14 @@ import { RetentionService, ensureAuditPurge } from './retention/retention.js';
 import { WebhookService } from './webhooks/webhooks.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
+
+/** What runTenantSql (the HTTP SQL endpoint) hands back: rows up to the cap, and whether more were left unread. */
+export interface TenantSqlResult {
+  rows: Record<string, unknown>[];
+  rowCount: number;
+  fields: { name: string; dataTypeId: number }[];
+  truncated: boolean;
+}
 const QUERY_MODES: readonly QueryMode[] = ['all', 'one', 'val', 'execute'];
 
 /** The database the embedded server keeps the catalog in. */
@@ -318,7 +326,7 @@ export class Tenantry {
    * a second one), run as the tenant's own login role inside its walls, with a statement timeout and a
    * row cap; read-only when asked. Rows beyond the cap are not fetched (a cursor reads cap + 1).
    */
-  async runTenantSql(idOrSlug: string, input: { sql: string; params?: unknown[]; readOnly?: boolean; maxRows?: number; timeoutMs?: number }): Promise<{ rows: Record<string, unknown>[]; rowCount: number; fields: { name: string; dataTypeId: number }[]; truncated: boolean }> {
+  async runTenantSql(idOrSlug: string, input: { sql: string; params?: unknown[]; readOnly?: boolean; maxRows?: number; timeoutMs?: number }): Promise<TenantSqlResult> {
     if (!input || typeof input.sql !== 'string' || input.sql.trim() === '') throw new TenantryError('INVALID_INPUT', 'sql must be a non-empty string.');
     const params = input.params ?? [];
     if (!Array.isArray(params)) throw new TenantryError('INVALID_INPUT', 'params must be an array.');
@@ -377,7 +385,13 @@ export class Tenantry {
   /**
    * One statement for one tenant (the original design's execute_query): `all` rows, `one` row (or
    * null), `val` the first column of the first row (or null), `execute` the affected row count.
+   * Overloaded by mode, so each mode's result has its own type.
    */
+  query<R = Record<string, unknown>>(idOrSlug: string, text: string, params?: unknown[], mode?: 'all'): Promise<R[]>;
+  query<R = Record<string, unknown>>(idOrSlug: string, text: string, params: unknown[], mode: 'one'): Promise<R | null>;
+  query<V = unknown>(idOrSlug: string, text: string, params: unknown[], mode: 'val'): Promise<V | null>;
+  query(idOrSlug: string, text: string, params: unknown[], mode: 'execute'): Promise<number>;
+  query<R = Record<string, unknown>>(idOrSlug: string, text: string, params?: unknown[], mode?: QueryMode): Promise<R[] | R | number | null>;
   async query<R = Record<string, unknown>>(idOrSlug: string, text: string, params: unknown[] = [], mode: QueryMode = 'all'): Promise<R[] | R | number | null> {
     if (typeof text !== 'string' || text.trim() === '') throw new TenantryError('INVALID_INPUT', 'query() needs SQL text.');
     if (!Array.isArray(params)) throw new TenantryError('INVALID_INPUT', 'query() params must be an array.');

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { type Tenant } from '../src/index.js';
+import { type Tenant, type Tier } from '../src/index.js';
 import { ApiKeyService, parseApiKey, type CreatedApiKey } from '../src/keys/api-keys.js';
 import type { Core } from '../src/core.js';
 import type { TenantService } from '../src/tenants/tenants.js';
@@ -20,7 +20,7 @@ after(async () => { await inst?.cleanup(); });
 
 
 let seq = 0;
-async function tenant(tier = 'starter'): Promise<Tenant & { apiKey?: CreatedApiKey }> {
+async function tenant(tier: Tier = 'starter'): Promise<Tenant & { apiKey?: CreatedApiKey }> {
   return inst.tenantry.tenants.create({ slug: `k-${process.pid}-${++seq}`, tier });
 }
 

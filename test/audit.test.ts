@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import postgres, { type Sql } from 'postgres';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { type Tenant } from '../src/index.js';
+import { type Tenant, type Tier } from '../src/index.js';
 import { appendAudit } from '../src/audit/audit.js';
 import { rejectsWith } from './helpers/assertions.js';
 
@@ -25,7 +25,7 @@ after(async () => {
 
 
 let seq = 0;
-async function tenant(tier = 'starter'): Promise<Tenant> {
+async function tenant(tier: Tier = 'starter'): Promise<Tenant> {
   return inst.tenantry.tenants.create({ slug: `a-${process.pid}-${++seq}`, tier });
 }
 

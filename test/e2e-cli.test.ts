@@ -141,8 +141,19 @@ test('--help of every tenants, doctor, repair and serve command prints an Exampl
 
 test('tenants: create, list, show, suspend, activate, delete, restore and hard delete, seen by the server over its socket', async () => {
   const slug = 'e2e-acme';
-  const created = ok(await cli(['tenants', 'create', slug, '--isolation', 'schema', '--tier', 'enterprise', '--name', 'ACME Ltd', '--metadata', '{"plan":"gold"}', '--json']), 'create');
+  const { apiKey: firstKey, ...created } = ok(await cli(['tenants', 'create', slug, '--isolation', 'schema', '--tier', 'enterprise', '--name', 'ACME Ltd', '--metadata', '{"plan":"gold"}', '--json']), 'create');
   assert.deepEqual(Object.keys(created).sort(), TENANT_KEYS);
+  // the tenant's first API key is printed this once (it is never shown again), and it works
+  assert.match(firstKey.key, /^tnt_live_/);
+  const self = await http('GET', '/v1/tenant', firstKey.key);
+  assert.equal(self.status, 200, 'the printed first key authenticates');
+  assert.equal(self.body.slug, slug);
+  // and in the table output too
+  const asTable = await cli(['tenants', 'create', 'e2e-acme-table']);
+  assert.equal(asTable.code, 0, asTable.stderr);
+  const printed = /\b(tnt_live_\S+)/.exec(asTable.stdout)?.[1];
+  assert.ok(printed, `the table output shows the first key:\n${asTable.stdout}`);
+  assert.equal((await http('GET', '/v1/tenant', printed)).status, 200, 'the key from the table output authenticates');
   assert.equal(created.slug, slug);
   assert.equal(created.status, 'active');
   assert.equal(created.isolation, 'schema');

@@ -145,7 +145,7 @@ test('an Idempotency-Key claim is a lease: kept alive by its holder, taken over 
 test('a create whose answer was lost (the server died after the commit) is found by retrying with the same Idempotency-Key', async () => {
   const slug = `lost-${randomBytes(3).toString('hex')}`;
   const key = `create-${slug}`;
-  const body = { slug, isolation: 'schema' };
+  const body = { slug, isolation: 'schema' as const };
   // what a process killed right after its COMMIT leaves: the tenant, audited under the first request's
   // id, and the key's claim in progress with a lease nobody renews
   const t = await inst.tenantry.tenants.create(body, { actor: 'operator', requestId: 'first-attempt' });

@@ -193,7 +193,7 @@ test('suspend() without a usable reason, and update() with bad fields, are refus
     await refused(() => tenantry.tenants.update(t.id, input as never), 'INVALID_INPUT', [mention, 'name, tier and metadata']);
   }
   await refused(() => tenantry.tenants.update(t.id, null as never), 'INVALID_INPUT', ['name, tier or metadata']);
-  await refused(() => tenantry.tenants.update(t.id, { tier: 'gold' }), 'INVALID_TIER', ['"gold"']);
+  await refused(() => tenantry.tenants.update(t.id, { tier: 'gold' as never }), 'INVALID_TIER', ['"gold"']);
   await refused(() => tenantry.tenants.update(t.id, { metadata: [] as never }), 'INVALID_INPUT', ['metadata']);
   await refused(() => tenantry.tenants.update(t.id, { name: '' }), 'INVALID_INPUT', ['name']);
   const after = await tenantry.tenants.get(t.id);
@@ -217,8 +217,8 @@ test('list(), query() and repair() refuse bad options with INVALID_INPUT (or the
     [{ cursor: '' }, 'INVALID_INPUT', ['cursor']],
     [{ cursor: '1'.repeat(20) }, 'INVALID_INPUT', ['cursor']],
     [{ status: 'gone' }, 'INVALID_INPUT', ['"gone"', 'active']],
-    [{ tier: 'gold' }, 'INVALID_TIER', ['"gold"']],
-    [{ isolation: 'hybrid' }, 'INVALID_ISOLATION', ['"hybrid"']],
+    [{ tier: 'gold' as never }, 'INVALID_TIER', ['"gold"']],
+    [{ isolation: 'hybrid' as never }, 'INVALID_ISOLATION', ['"hybrid"']],
   ];
   for (const [opts, code, mentions] of badLists) await refused(() => tenantry.tenants.list(opts), code, mentions);
 
@@ -317,7 +317,7 @@ test('list() filters by status, tier and isolation, and its cursor walks every t
     [{ status: 'suspended' }, (t) => t.status === 'suspended', [suspended]],
     [{ status: 'deleted' }, (t) => t.status === 'deleted', [deleted]],
     [{ tier: 'custom' }, (t) => t.tier === 'custom' && t.status !== 'deleted', []],
-    [{ tier: 'ENTERPRISE' }, (t) => t.tier === 'enterprise' && t.status !== 'deleted', []],
+    [{ tier: 'ENTERPRISE' as never }, (t) => t.tier === 'enterprise' && t.status !== 'deleted', []],
     [{ tier: 'enterprise', includeDeleted: true }, (t) => t.tier === 'enterprise', [deleted]],
     [{ isolation: 'database' }, (t) => t.isolation === 'database' && t.status !== 'deleted', [suspended]],
     [{ isolation: 'pooled', status: 'active' }, (t) => t.isolation === 'pooled' && t.status === 'active', [active]],

@@ -11,7 +11,7 @@ after(async () => { await inst?.cleanup(); });
 for (const isolation of ['pooled', 'schema', 'database'] as const) {
   test(`${isolation}: every lifecycle transition, with audit entries`, async () => {
     const { tenantry } = inst;
-    const t = await tenantry.tenants.create({ slug: `life-${isolation}`, isolation, tier: 'ENTERPRISE', name: 'Life Inc', metadata: { plan: 'x' } });
+    const t = await tenantry.tenants.create({ slug: `life-${isolation}`, isolation, tier: 'ENTERPRISE' as never, name: 'Life Inc', metadata: { plan: 'x' } });
     assert.equal(t.status, 'active');
     assert.equal(t.tier, 'enterprise');
     assert.equal(t.isolation, isolation);

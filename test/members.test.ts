@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { isTenantryError, type Tenant } from '../src/index.js';
+import { isTenantryError, type Tenant, type Tier } from '../src/index.js';
 import { rejectsWith } from './helpers/assertions.js';
 
 /**
@@ -16,7 +16,7 @@ after(async () => { await inst?.cleanup(); });
 
 
 let seq = 0;
-async function tenant(tier = 'starter'): Promise<Tenant> {
+async function tenant(tier: Tier = 'starter'): Promise<Tenant> {
   return inst.tenantry.tenants.create({ slug: `m-${process.pid}-${++seq}`, tier });
 }
 const email = (name: string): string => `${name}.${process.pid}.${++seq}@example.com`;

@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { isTenantryError, TIERS, type Isolation, type Tenant } from '../src/index.js';
+import { isTenantryError, TIERS, type Isolation, type Tenant, type Tier } from '../src/index.js';
 import { rejectsWith } from './helpers/assertions.js';
 
 /**
@@ -20,7 +20,7 @@ after(async () => { await inst?.cleanup(); });
 const CONCURRENT = { timeout: 60_000 };
 
 let seq = 0;
-async function tenant(tier = 'starter', isolation: Isolation = 'pooled'): Promise<Tenant> {
+async function tenant(tier: Tier = 'starter', isolation: Isolation = 'pooled'): Promise<Tenant> {
   return inst.tenantry.tenants.create({ slug: `q-${process.pid}-${++seq}`, tier, isolation });
 }
 
@@ -64,7 +64,7 @@ test('the five tiers are seeded with their default quotas, in order', async () =
   for (const t of tiers) assert.deepEqual(t.quotas, DEFAULTS[t.name], `quotas of ${t.name}`);
   // and a tenant of each tier (named in any case) gets exactly those limits
   for (const name of TIERS) {
-    const t = await tenant(name.toUpperCase());
+    const t = await tenant(name.toUpperCase() as Tier);
     assert.equal(t.tier, name);
     const eff = await inst.tenantry.quotas.effectiveQuotas(t.id);
     for (const [quota, limit] of Object.entries(DEFAULTS[name])) {
@@ -142,7 +142,7 @@ test('changing a tenant\'s tier changes its effective quotas, and is audited', a
   await q.increment(t.id, 'agents', 10);
   await rejectsWith(q.increment(t.id, 'agents', 1), 'QUOTA_EXCEEDED');
 
-  const up = await inst.tenantry.tenants.update(t.id, { tier: 'PROFESSIONAL' });
+  const up = await inst.tenantry.tenants.update(t.id, { tier: 'PROFESSIONAL' as never });
   assert.equal(up.tier, 'professional');
   const eff = await q.effectiveQuotas(t.id);
   for (const [quota, limit] of Object.entries(DEFAULTS.professional)) assert.equal(eff[quota as keyof typeof eff].limit, limit, quota);

@@ -72,8 +72,8 @@ before(async () => {
   inst = await freshInstallation({ tenantMigrations: dirs[1] });
   shared = suTo(inst, `${inst.namespace}_shared`, 2);
   const specs = [
-    ...Array.from({ length: SCHEMA_TENANTS }, (_, i) => ({ slug: `run-s${i}`, isolation: 'schema' })),
-    ...Array.from({ length: DATABASE_TENANTS }, (_, i) => ({ slug: `run-d${i}`, isolation: 'database' })),
+    ...Array.from({ length: SCHEMA_TENANTS }, (_, i) => ({ slug: `run-s${i}`, isolation: 'schema' as const })),
+    ...Array.from({ length: DATABASE_TENANTS }, (_, i) => ({ slug: `run-d${i}`, isolation: 'database' as const })),
   ];
   // two at a time: the server's connection slots are shared with the other test files
   for (let i = 0; i < specs.length; i += 2) {

@@ -255,8 +255,8 @@ test('subsets: tenants, tier and isolation migrate only those; unknown ones are 
   const pooledSlugs = all().filter((t) => t.isolation === 'pooled').map((t) => t.slug);
 
   await rejectsWith(t3.migrate({ tenants: [T.s1.slug, 'no-such-tenant'] }), 'TENANT_NOT_FOUND', /no-such-tenant/);
-  await rejectsWith(t3.migrate({ tier: 'platinum' }), 'INVALID_TIER');
-  await rejectsWith(t3.migrate({ isolation: 'cluster' }), 'INVALID_ISOLATION');
+  await rejectsWith(t3.migrate({ tier: 'platinum' as never }), 'INVALID_TIER');
+  await rejectsWith(t3.migrate({ isolation: 'cluster' as never }), 'INVALID_ISOLATION');
   await rejectsWith(t3.migrate({ tenants: [] }), 'INVALID_INPUT');
   assert.deepEqual(await at3(), [...pooledSlugs].sort(), 'refused runs migrated nothing');
 

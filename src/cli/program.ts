@@ -14,9 +14,15 @@ import { readPlanFile, type PlanDiff } from '../plans/plans.js';
 import { plansDocument } from '../plans/plan-file.js';
 import { plansDeclaration } from '../plans/plan-types.js';
 import { spawn } from 'node:child_process';
-import type { Tenant } from '../tenants/model.js';
+import { readFileSync } from 'node:fs';
+import type { Isolation, Tenant, Tier } from '../tenants/model.js';
 import { buildServer, tenantView } from '../server/app.js';
 import { assertSafeText } from '../input/safe-text.js';
+
+/** The installed package's version (package.json beside dist/ or src/). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+}
 
 /** Exit codes by failure kind, stable for scripts. */
 export const EXIT = { OK: 0, FAILURE: 1, USAGE: 2, NOT_FOUND: 3, CONFLICT: 4, CHECK_FAILED: 5, CONFIG: 6, PARTIAL: 7 } as const;
@@ -66,6 +72,7 @@ export function buildCli(): Command {
   const program = new Command('tenantry')
     .description('Multi-tenant control plane for PostgreSQL: create, isolate and govern tenants.')
     .option('--json', 'print machine-readable JSON')
+    .version(packageVersion(), '-V, --version', 'print the version of tenantry')
     .showHelpAfterError()
     .exitOverride();
   const flags = (): GlobalFlags => program.opts<GlobalFlags>();
@@ -90,9 +97,13 @@ export function buildCli(): Command {
     .option('--trial-days <n>', 'start as a trial ending after n days', (v) => Number(v))
     .option('--metadata <json>', 'JSON object stored with the tenant', parseJsonObject)
     .addHelpText('after', '\nExamples:\n  tenantry tenants create acme-corp --isolation schema --tier enterprise --name "ACME"\n  tenantry tenants create beta-co --trial-days 14 --json')
-    .action(async (slug: string, o: { name?: string; tier?: string; isolation: string; trialDays?: number; metadata?: Record<string, unknown> }) => {
+    .action(async (slug: string, o: { name?: string; tier?: Tier; isolation: Isolation; trialDays?: number; metadata?: Record<string, unknown> }) => {
+      // the library validates tier and isolation (INVALID_TIER, INVALID_ISOLATION); commander hands over plain strings
       const t = await withTenantry((tn) => tn.tenants.create({ slug, ...(o.tier !== undefined ? { tier: o.tier } : {}), isolation: o.isolation, ...(o.name ? { name: o.name } : {}), ...(o.trialDays !== undefined ? { trialDays: o.trialDays } : {}), ...(o.metadata ? { metadata: o.metadata } : {}) }, { actor: 'cli' }));
-      print(flags(), tenantView(t), () => showTenant(t));
+      // the tenant's first API key exists only in this result: print it this once, or it can never be used
+      const { apiKey } = t;
+      print(flags(), { ...tenantView(t), ...(apiKey ? { apiKey } : {}) }, () => showTenant(t)
+        + (apiKey ? `\n\nfirst API key ${apiKey.id} (scopes ${apiKey.scopes.join(', ')}; shown once, store it now):\n  ${apiKey.key}` : ''));
     });
   tenants.command('list')
     .description('List tenants (newest last)')
@@ -100,7 +111,7 @@ export function buildCli(): Command {
     .option('--limit <n>', 'page size, 1-500', (v) => Number(v), 50)
     .option('--cursor <cursor>', 'nextCursor of the previous page')
     .addHelpText('after', '\nExamples:\n  tenantry tenants list --status suspended\n  tenantry tenants list --isolation database --json')
-    .action(async (o: { status?: string; tier?: string; isolation?: string; limit: number; cursor?: string }) => {
+    .action(async (o: { status?: string; tier?: Tier; isolation?: Isolation; limit: number; cursor?: string }) => {
       const page = await withTenantry((tn) => tn.tenants.list({ ...o }));
       print(flags(), { items: page.items.map(tenantView), nextCursor: page.nextCursor }, () =>
         table(page.items.map(tenantView), TENANT_COLUMNS) + (page.nextCursor ? `\nmore: --cursor ${page.nextCursor}` : ''));
@@ -114,7 +125,7 @@ export function buildCli(): Command {
   tenants.command('update <idOrSlug>').description('Change name, tier or metadata')
     .option('--name <name>').option('--tier <tier>').option('--metadata <json>', 'replaces the metadata', parseJsonObject)
     .addHelpText('after', '\nExample:\n  tenantry tenants update acme-corp --tier professional')
-    .action(async (id: string, o: { name?: string; tier?: string; metadata?: Record<string, unknown> }) => {
+    .action(async (id: string, o: { name?: string; tier?: Tier; metadata?: Record<string, unknown> }) => {
       const t = await withTenantry((tn) => tn.tenants.update(id, o, { actor: 'cli' }));
       print(flags(), tenantView(t), () => showTenant(t));
     });
@@ -437,7 +448,7 @@ export function buildCli(): Command {
     .option('--wait', 'wait for a concurrent run instead of refusing')
     .option('--reapply-security', 'visit every selected tenant and re-apply row-level security and grants')
     .addHelpText('after', '\nExamples:\n  tenantry migrate\n  tenantry migrate --isolation schema --concurrency 16\n  tenantry migrate --tenants acme-corp,beta-co --dry-run\n  tenantry migrate status')
-    .action(async (o: { concurrency?: number; tenants?: string; tier?: string; isolation?: string; dryRun?: boolean; wait?: boolean; reapplySecurity?: boolean }) => {
+    .action(async (o: { concurrency?: number; tenants?: string; tier?: Tier; isolation?: Isolation; dryRun?: boolean; wait?: boolean; reapplySecurity?: boolean }) => {
       const report = await withTenantry(async (tn) => {
         const progress = startProgress(flags().json === true);
         try {

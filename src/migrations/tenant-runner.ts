@@ -15,8 +15,8 @@ export interface MigrateOptions {
   concurrency?: number;
   /** only these tenants (ids or slugs) */
   tenants?: string[];
-  tier?: Tier | string;
-  isolation?: Isolation | string;
+  tier?: Tier;
+  isolation?: Isolation;
   /** plan only: which tenants would be visited and the SQL that would run */
   dryRun?: boolean;
   /** lock_timeout of each tenant's transaction (ms, default 10000) */

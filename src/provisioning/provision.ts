@@ -21,8 +21,8 @@ function apiKeyResult(t: Tenant, apiKey: CreatedApiKey | undefined): Tenant & { 
 export interface CreateTenantInput {
   slug: string;
   name?: string;
-  tier?: Tier | string;
-  isolation?: Isolation | string;
+  tier?: Tier;
+  isolation?: Isolation;
   /** start as `trial`, ending after this many days */
   trialDays?: number;
   metadata?: Record<string, unknown>;

@@ -7,6 +7,9 @@ import { randomUUID } from 'node:crypto';
 import type { Tenantry } from '../tenantry.js';
 import { TenantryError, ERROR_CODES, isTenantryError, isDatabaseUnavailable, translateDatabaseError } from '../errors.js';
 import type { Tenant } from '../tenants/model.js';
+// the bodies' tier and isolation are strings in the schema (app-defined plans); the library validates them
+import type { CreateTenantInput } from '../provisioning/provision.js';
+import type { ListTenantsOptions, UpdateTenantInput } from '../tenants/tenants.js';
 import { parseApiKey, type Scope } from '../keys/api-keys.js';
 import type { KeyAuthority } from '../members/roles.js';
 import { IdempotencyStore, SECRET_NOT_REPLAYED } from '../idempotency/idempotency.js';
@@ -302,7 +305,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     operatorOnly(req);
     const body = req.body as Static<typeof S.CreateTenantBody>;
     try {
-      const t = await tenantry.tenants.create(body, actor(req));
+      const t = await tenantry.tenants.create(body as CreateTenantInput, actor(req));
       return reply.status(201).send({ ...tenantView(t), apiKey: t.apiKey!.key });
     } catch (err) {
       // A retry of a create whose answer was lost (its process died, or PostgreSQL went away after the
@@ -323,7 +326,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   app.get('/v1/tenants', { schema: { tags: ['tenants'], summary: 'List tenants', security: bearer, querystring: S.ListTenantsQuery, response: { 200: S.TenantPage, ...problemResponses } } }, async (req) => {
     operatorOnly(req);
-    const page = await tenantry.tenants.list(req.query as Static<typeof S.ListTenantsQuery>);
+    const page = await tenantry.tenants.list(req.query as ListTenantsOptions);
     return { items: page.items.map(tenantView), nextCursor: page.nextCursor };
   });
   const tenantReply = { 200: { $ref: 'Tenant#' }, ...problemResponses };
@@ -334,7 +337,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   app.patch('/v1/tenants/:id', { schema: { tags: ['tenants'], summary: 'Change name, tier or metadata', security: bearer, params: S.IdParams, body: S.UpdateTenantBody, response: tenantReply } }, async (req) => {
     const { id } = req.params as Static<typeof S.IdParams>;
     const t = await access(req, id, 'operator');
-    return tenantView(await tenantry.tenants.update(t.id, req.body as Static<typeof S.UpdateTenantBody>, actor(req)));
+    return tenantView(await tenantry.tenants.update(t.id, req.body as UpdateTenantInput, actor(req)));
   });
   app.post('/v1/tenants/:id/suspend', { schema: { tags: ['tenants'], summary: 'Suspend a tenant', security: bearer, params: S.IdParams, body: S.SuspendBody, response: tenantReply } }, async (req) => {
     const t = await access(req, (req.params as { id: string }).id, 'operator');

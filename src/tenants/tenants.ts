@@ -14,8 +14,8 @@ import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
 
 export interface ListTenantsOptions {
   status?: TenantStatus | string;
-  tier?: Tier | string;
-  isolation?: Isolation | string;
+  tier?: Tier;
+  isolation?: Isolation;
   /** 1-500, default 50 */
   limit?: number;
   /** `nextCursor` of the previous page */
@@ -26,7 +26,7 @@ export interface ListTenantsOptions {
 
 export interface UpdateTenantInput {
   name?: string;
-  tier?: Tier | string;
+  tier?: Tier;
   metadata?: Record<string, unknown>;
 }
 
