@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyInstance } from 'fastify';
-import { freshInstallation, type TestInstallation } from './helpers/installation.js';
+import postgres from 'postgres';
+import { freshInstallation, superuser, SUPERUSER_URL, type TestInstallation } from './helpers/installation.js';
 import { rejectsWith } from './helpers/assertions.js';
 import { assembleKey, keyIdOf, randomBase62 } from './helpers/keys.js';
 import { buildServer } from '../src/server/app.js';
@@ -332,3 +333,58 @@ test('attack (finding 8): a flood of forged key ids costs the catalog nothing (a
 
 const randomId = (): string => randomBase62(12);
 const randomSecret = (): string => randomBase62(32);
+
+// ---- catalog migration 0007: existing data kept ----
+
+test('catalog migration 0007 keeps what each tenant saw, binds keys made by member-bound keys, and revokes those whose member is gone', async () => {
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const { CATALOG_MIGRATIONS_DIR } = await import('../src/config.js');
+  const dbName = `${inst.namespace}_m0007`;
+  const boot = superuser();
+  await boot.unsafe(`create database "${dbName}"`);
+  const db = postgres(inst.urlFor(dbName, new URL(SUPERUSER_URL).username || 'postgres', decodeURIComponent(new URL(SUPERUSER_URL).password) || undefined), { onnotice: () => {}, max: 1 });
+  try {
+    const files = readdirSync(CATALOG_MIGRATIONS_DIR).filter((f) => /^\d{4}_.*\.sql$/.test(f)).sort();
+    const run = async (f: string): Promise<void> => { await db.begin((tx) => tx.unsafe(readFileSync(`${CATALOG_MIGRATIONS_DIR}/${f}`, 'utf8'))); };
+    await db.unsafe('create schema tenantry_catalog');
+    for (const f of files.filter((x) => x < '0007')) await run(f);
+
+    // the catalog as the old code left it
+    const [a, b, u1, u2] = ['aaaaaaaa-0000-4000-8000-000000000001', 'aaaaaaaa-0000-4000-8000-000000000002', 'bbbbbbbb-0000-4000-8000-000000000001', 'bbbbbbbb-0000-4000-8000-000000000002'];
+    for (const [id, s] of [[a, 'mig-a'], [b, 'mig-b']] as const) {
+      await db`insert into tenantry_catalog.tenants (id, slug, name, status, tier, isolation, database_name, schema_name, role_name)
+        values (${id}, ${s}, ${s}, 'active', 'starter', 'pooled', 'd', 'pooled', ${`r_${s}`})`;
+    }
+    await db`insert into tenantry_catalog.users (id, email, name) values (${u1}, 'Ceo@X.example', 'Ceo Name'), (${u2}, 'gone@x.example', null)`;
+    await db`insert into tenantry_catalog.memberships (tenant_id, user_id, role) values (${a}, ${u1}, 'admin'), (${b}, ${u1}, 'member')`;
+    await db`insert into tenantry_catalog.audit_log (tenant_id, actor, action, target, details)
+      values (${b}, 'operator', 'member.added', ${`user:${u1}`}, ${db.json({ email: 'ceo@x.example', role: 'member' })})`;
+    const key = (id: string, member: string | null, createdBy: string, rotatedFrom: string | null = null) => db`
+      insert into tenantry_catalog.api_keys (id, tenant_id, name, scopes, secret_hash, member_user_id, created_by, rotated_from)
+      values (${id}, ${a}, ${id}, ${['read', 'write', 'admin', 'sql']}, ${Buffer.alloc(32)}, ${member}, ${createdBy}, ${rotatedFrom})`;
+    await key('k1memberkey', u1, 'operator');
+    await key('k2mintedbyk1', null, 'key:k1memberkey');
+    await key('k3rotatedk2', null, 'operator', 'k2mintedbyk1');
+    await key('k4operators', null, 'operator');
+    await key('k5goneuser', u2, 'operator');
+    await key('k6mintedbyk5', null, 'key:k5goneuser');
+
+    await run(files.find((f) => f.startsWith('0007'))!);
+
+    const members = await db<{ tenant_id: string; email: string; name: string | null }[]>`select tenant_id, email, name from tenantry_catalog.memberships order by tenant_id`;
+    assert.deepEqual(members.map((m) => [m.tenant_id, m.email, m.name]), [[a, 'Ceo@X.example', 'Ceo Name'], [b, 'ceo@x.example', 'Ceo Name']],
+      'each tenant keeps the name it was shown and the email as it typed it (from its audit entry)');
+    const userColumns = await db<{ column_name: string }[]>`select column_name from information_schema.columns where table_schema = 'tenantry_catalog' and table_name = 'users'`;
+    assert.ok(!userColumns.some((c) => c.column_name === 'name'));
+    const keys = Object.fromEntries((await db<{ id: string; member_user_id: string | null; revoked: boolean }[]>`
+      select id, member_user_id, revoked_at is not null as revoked from tenantry_catalog.api_keys`).map((k) => [k.id, [k.member_user_id, k.revoked]]));
+    assert.deepEqual(keys, {
+      k1memberkey: [u1, false], k2mintedbyk1: [u1, false], k3rotatedk2: [u1, false], k4operators: [null, false],
+      k5goneuser: [u2, true], k6mintedbyk5: [u2, true],
+    });
+  } finally {
+    await db.end();
+    await boot.unsafe(`drop database if exists "${dbName}" with (force)`);
+    await boot.end();
+  }
+});
