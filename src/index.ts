@@ -20,6 +20,13 @@ export type { PlanDiff, PlanChange, PlanRefusal, ApplyPlansOptions, PlanFileStat
 export type {
   TenantryPlanTypes, PlanMetricName, DebitMetricName, CountMetricName, LeaseMetricName, GaugeMetricName, PlanFeatureName, PlanQuotaName,
 } from './plans/plan-types.js';
+export { verifyWebhook, signWebhook, type VerifyWebhookInput, type VerifiedWebhook } from './webhooks/signature.js';
+export { isPrivateAddress } from './webhooks/address-policy.js';
+export { WEBHOOK_EVENTS, type WebhookEventType, type WebhookEndpoint, type WebhookDelivery } from './webhooks/webhooks.js';
+export { DEFAULT_RETENTION, type RetentionDeclaration, type TenantRetentionReport } from './retention/retention.js';
+export type { PurgeCandidate } from './lifecycle/lifecycle.js';
+export { JOB_NAMES, type JobName } from './jobs/runner.js';
+export { SCHEDULED_TASK_NAMES, type ScheduledTask } from './jobs/schedule.js';
 // every result type the public calls hand back, so an app can name them
 export type { TenantService } from './tenants/tenants.js';
 export type {

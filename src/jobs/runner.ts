@@ -54,7 +54,7 @@ export async function installJobSchema(core: Pick<Core, 'directUrl' | 'logger'>)
 /** Adds a job in SQL, so it can join the caller's transaction. */
 export async function addJob(sql: Sql, task: string, payload: Record<string, unknown>, o: AddJobOptions = {}): Promise<void> {
   await sql`
-    select tenantry_jobs.add_job(${task}, ${JSON.stringify(payload)}::json,
+    select tenantry_jobs.add_job(${task}, ${sql.json(payload as never)}::json,
       queue_name => ${o.queue ?? null}::text,
       run_at => now() + make_interval(secs => ${(o.delayMs ?? 0) / 1000}),
       max_attempts => ${o.maxAttempts ?? 25}::int,

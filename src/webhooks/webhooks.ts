@@ -144,7 +144,8 @@ export class WebhookService {
         order by d.id limit 1`;
       if (!head) return { delivered, failed, retryAt: null };
       const now = o.clock();
-      if (head.next_attempt_at.getTime() > now.getTime()) return { delivered, failed, retryAt: head.next_attempt_at };
+      // a retry waits for its time on the clock; a first attempt goes at once
+      if (head.attempts > 0 && head.next_attempt_at.getTime() > now.getTime()) return { delivered, failed, retryAt: head.next_attempt_at };
       const outcome = head.enabled
         ? await postWebhook({ url: head.url, key: head.secret, allowPrivate: head.allow_private, eventId: head.event_id, body: JSON.stringify(head.payload), timeoutMs: o.webhookTimeoutMs, now })
         : { ok: false, statusCode: null, error: 'endpoint disabled', latencyMs: 0 };
