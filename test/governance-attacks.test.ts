@@ -185,12 +185,16 @@ test('attack (finding 6): a member-bound admin key promotes its own member to ow
   assert.deepEqual(await roles(t.id), before, 'no role changed');
   assert.equal((await inst.tenantry.members.listInvitations(t.id)).length, 0);
 
+  // nor does it switch off the owner's keys
+  const ownersKey = await inst.tenantry.keys.create(t.id, { name: 'owner', scopes: ['read', 'admin'], memberUserId: owner.userId });
+  expectCode(await call('DELETE', `/v1/tenants/${t.id}/api-keys/${ownersKey.id}`, { token: adminKey }), 403, 'FORBIDDEN', 'revoking the owner\'s key');
+  assert.equal((await call('GET', '/v1/tenant', { token: ownersKey.key })).status, 200, 'the owner\'s key still works');
+
   // within its own rank an admin still manages members
   const lowered = await call('PATCH', `/v1/tenants/${t.id}/members/${plain.userId}`, { token: adminKey, body: { role: 'viewer' } });
   assert.equal(lowered.status, 200, lowered.text);
   // an owner makes an owner; so does the operator
-  const ownerKey = await inst.tenantry.keys.create(t.id, { name: 'owner', scopes: ['read', 'admin'], memberUserId: owner.userId });
-  assert.equal((await call('PATCH', `/v1/tenants/${t.id}/members/${admin.userId}`, { token: ownerKey.key, body: { role: 'owner' } })).status, 200);
+  assert.equal((await call('PATCH', `/v1/tenants/${t.id}/members/${admin.userId}`, { token: ownersKey.key, body: { role: 'owner' } })).status, 200);
   assert.equal((await call('PATCH', `/v1/tenants/${t.id}/members/${plain.userId}`, { token: ADMIN, body: { role: 'owner' } })).status, 200);
 });
 

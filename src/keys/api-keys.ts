@@ -5,7 +5,7 @@ import { TenantryError } from '../errors.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
 import type { TenantService } from '../tenants/tenants.js';
 import type { Tenant } from '../tenants/model.js';
-import { ROLE_PERMISSIONS, type KeyAuthority, type MemberRole } from '../members/roles.js';
+import { ROLE_PERMISSIONS, ROLE_RANK, type KeyAuthority, type MemberRole } from '../members/roles.js';
 
 /** Who acts on keys: for a tenant's own API key, the limits of its power (see KeyAuthority). */
 export type KeyActor = AuditActor & { authority?: KeyAuthority };
@@ -217,6 +217,17 @@ export class ApiKeyService {
   async revoke(idOrSlug: string, keyId: string, who: KeyActor = {}): Promise<ApiKeyInfo> {
     const t = await this.tenants.get(idOrSlug);
     const result = await this.core.admin.begin(async (tx) => {
+      const a = who.authority;
+      if (a) {
+        // an admin's key may not switch off the keys of an owner (nobody acts on a role above their own)
+        const [target] = await tx<{ role: MemberRole | null }[]>`
+          select m.role from tenantry_catalog.api_keys k
+          left join tenantry_catalog.memberships m on m.tenant_id = k.tenant_id and m.user_id = k.member_user_id
+          where k.id = ${String(keyId)} and k.tenant_id = ${t.id} for update of k`;
+        if (target?.role && ROLE_RANK[target.role] > ROLE_RANK[a.role]) {
+          throw new TenantryError('FORBIDDEN', `This API key acts as ${a.memberUserId ? `a member with role ${a.role}` : 'a tenant-wide admin'} and cannot revoke the key of a member with role ${target.role}.`);
+        }
+      }
       const [row] = await tx<KeyRow[]>`
         update tenantry_catalog.api_keys set revoked_at = coalesce(revoked_at, now())
         where id = ${String(keyId)} and tenant_id = ${t.id} returning *`;
