@@ -24,6 +24,16 @@ export interface Core {
   /** the configured (privileged) user on the catalog database */
   admin: Sql;
   /**
+   * the same user on the catalog database over the direct URL (never through a pooler): for advisory
+   * locks, LISTEN and template clones, which need a session of their own. The admin pool itself (which
+   * uses the direct URL too); named so that code needing a session says so.
+   */
+  direct: Sql;
+  /** the direct URL (databaseUrl when there is no pooler) */
+  directUrl: string;
+  /** databaseUrl points at a transaction-mode pooler: no startup parameters, no named statements */
+  pooled: boolean;
+  /**
    * the same user on the catalog database over the direct URL (not through a pooler): for advisory
    * locks, LISTEN and template clones, which need a session of their own. The admin pool itself when
    * there is no pooler.

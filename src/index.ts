@@ -14,6 +14,7 @@ export type { RepairReport } from './provisioning/repair.js';
 export type { DoctorReport, DoctorCheck } from './doctor/doctor.js';
 export type { MigrateOptions, MigrateReport } from './migrations/tenant-runner.js';
 export { validateSlug, SLUG_RULE } from './identifiers.js';
+export type { PgBouncerConfig, PgBouncerConfigOptions } from './db/pgbouncer-config.js';
 export { parsePlansText, validatePlans, type Plans, type PlanMetric, type PlanTier, type PlanFeature, type MetricKind } from './plans/plan-file.js';
 export { BUILTIN_PLANS } from './plans/builtin.js';
 export type { PlanDiff, PlanChange, PlanRefusal, ApplyPlansOptions, PlanFileStatus, OverLimit } from './plans/plans.js';
