@@ -10,7 +10,8 @@ import { validateTier, type Tier } from '../tenants/model.js';
 import { POOLED_SCHEMA } from '../isolation/data-plane.js';
 import { validateAmount, validateLimit, type QuotaName } from './metrics.js';
 import type { WindowUnit } from '../plans/plan-file.js';
-import { toLimit, UNLIMITED_SQL as UNLIMITED } from '../plans/state.js';
+import { loadPlans, toLimit, UNLIMITED_SQL as UNLIMITED } from '../plans/state.js';
+import { overLimitTenants } from '../plans/plans.js';
 import type { CountMetricName, DebitMetricName, GaugeMetricName, LeaseMetricName, PlanMetricName } from '../plans/plan-types.js';
 
 /** Quota keys as the app's generated plan types name them (the built-in ones by default). */
@@ -121,7 +122,19 @@ export class QuotaService {
         tenantId: null, actor: who.actor ?? this.core.opts.actor, action: 'tier.updated', target: `tier:${tier}`,
         requestId: who.requestId, details: { quotas, features: features ?? null, before },
       });
+      // a lowered limit deletes nothing: the tenants now above it are named, and their debits refused
+      const onTier = new Set((await tx<{ id: string }[]>`select id from tenantry_catalog.tenants where tier = ${tier}`).map((r) => r.id));
+      const named = Object.keys(quotas).length === 0 ? [] : (await overLimitTenants(tx)).filter((o) => onTier.has(o.tenantId));
+      if (named.length > 0) {
+        await appendAudit(tx, {
+          tenantId: null, actor: who.actor ?? this.core.opts.actor, action: 'quota.exceeded_by_change', target: `tier:${tier}`,
+          requestId: who.requestId, details: { tenants: named.slice(0, 1000), count: named.length },
+        });
+      }
+      await tx`select pg_notify('tenantry_plans_changed', '')`;
     });
+    // the plans in force now carry the edited tier
+    this.core.plans.set(await loadPlans(this.core.admin));
     this.onLimitsChanged();
     return this.getTier(tier);
   }
