@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { TenantryError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -187,7 +188,45 @@ export interface ServerOptions {
   requestTimeoutMs: number;
 }
 
-export function serverOptions(env: NodeJS.ProcessEnv = process.env): ServerOptions {
+/** Names a config file may set besides TENANTRY_*: the same as the environment variables. */
+const CONFIG_FILE_PLAIN_KEYS = ['DATABASE_URL', 'REDIS_URL', 'PORT', 'HOST', 'LOG_LEVEL'];
+
+/**
+ * The environment with a config file beneath it: `TENANTRY_CONFIG` names the file, else
+ * `./tenantry.config.json` when it exists. The file is one JSON object whose keys are the environment
+ * variables' names (`{"TENANTRY_NAMESPACE": "acme", "PORT": 9000}`); a variable set in the environment
+ * wins over the file. A file that cannot be used is refused with INVALID_CONFIG, never half-read.
+ */
+export function configuredEnv(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): NodeJS.ProcessEnv {
+  const named = env.TENANTRY_CONFIG;
+  const file = path.resolve(cwd, named || 'tenantry.config.json');
+  if (!named && !existsSync(file)) return env;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new TenantryError('INVALID_CONFIG', `The config file ${file} could not be read as JSON: ${(err as Error).message}`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new TenantryError('INVALID_CONFIG', `The config file ${file} must hold one JSON object of environment variable names, like {"TENANTRY_NAMESPACE": "acme"}.`);
+  }
+  const fromFile: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!(/^TENANTRY_[A-Z0-9_]+$/.test(key) && key !== 'TENANTRY_CONFIG') && !CONFIG_FILE_PLAIN_KEYS.includes(key)) {
+      throw new TenantryError('INVALID_CONFIG', `The config file ${file} sets ${JSON.stringify(key)}, which is not a Tenantry setting; its keys are the environment variables' names (TENANTRY_*, ${CONFIG_FILE_PLAIN_KEYS.join(', ')}).`);
+    }
+    if (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean') {
+      throw new TenantryError('INVALID_CONFIG', `The config file ${file} sets ${key} to ${JSON.stringify(value)}; values are strings, numbers or booleans.`);
+    }
+    fromFile[key] = String(value);
+  }
+  // the environment wins: a deployment overrides the checked-in file without editing it
+  const out: NodeJS.ProcessEnv = { ...fromFile };
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') out[k] = v;
+  return out;
+}
+
+export function serverOptions(env: NodeJS.ProcessEnv = configuredEnv()): ServerOptions {
   const port = env.PORT ? intFromEnv('PORT', env.PORT) : 8080;
   if (port < 0 || port > 65535) throw new TenantryError('INVALID_CONFIG', `PORT must be 0-65535, got ${port}.`);
   const logLevel = env.LOG_LEVEL ?? 'info';
@@ -200,8 +239,8 @@ export function serverOptions(env: NodeJS.ProcessEnv = process.env): ServerOptio
   return { port, host: env.HOST ?? '127.0.0.1', logLevel, baseDomain, tenantLabels: env.TENANTRY_METRICS_TENANT_LABELS === 'true', requestTimeoutMs };
 }
 
-/** The one place environment variables are read. */
-export function envOptions(env: NodeJS.ProcessEnv = process.env): TenantryOptions {
+/** The one place environment variables (and the config file beneath them, configuredEnv) are read. */
+export function envOptions(env: NodeJS.ProcessEnv = configuredEnv()): TenantryOptions {
   const out: TenantryOptions = {};
   if (env.DATABASE_URL) out.databaseUrl = env.DATABASE_URL;
   if (env.TENANTRY_DIRECT_URL) out.directUrl = env.TENANTRY_DIRECT_URL;

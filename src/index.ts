@@ -1,7 +1,7 @@
 // The public surface of the `tenantry` package: everything else is internal.
 export { Tenantry, type QueryMode, type TenantSqlResult } from './tenantry.js';
 export { TenantryError, isTenantryError, ERROR_CODES, type ErrorCode } from './errors.js';
-export { envOptions, type TenantryOptions, type ResolvedOptions, type ProvisionStep } from './config.js';
+export { envOptions, configuredEnv, type TenantryOptions, type ResolvedOptions, type ProvisionStep } from './config.js';
 export type { Logger } from './logger.js';
 export {
   TIERS, ISOLATION_MODES, TENANT_STATUSES,

@@ -7,7 +7,8 @@ import type { Tenantry } from '../tenantry.js';
  */
 export function createMetrics(tenantry: Tenantry, opts: { tenantLabels: boolean }) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'tenantry_process_' });
+  // no prefix: stock Node.js dashboards look for process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...
+  collectDefaultMetrics({ register: registry });
   const requests = new Counter({ name: 'tenantry_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'], registers: [registry] });
   const latency = new Histogram({
     name: 'tenantry_http_request_duration_seconds', help: 'HTTP request latency by route and status', labelNames: ['method', 'route', 'status'],
