@@ -5,6 +5,7 @@ import { silentLogger, type Logger } from './logger.js';
 import { TenantryError } from './errors.js';
 import { connect, PoolBudget } from './db/connections.js';
 import { runInTenant, runAsTenantRole, runtimePool, healOnAuthFailure } from './isolation/tenant-transaction.js';
+import { pgbouncerConfig, type PgBouncerConfig, type PgBouncerConfigOptions } from './db/pgbouncer-config.js';
 import { loadSqlGuard, checkTenantSql } from './isolation/sql-guard.js';
 import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { migrateCatalog, catalogVersions } from './catalog/catalog-migrations.js';
@@ -202,13 +203,18 @@ export class Tenantry {
   }
 
   private static async openOn(url: string, opts: ResolvedOptions, logger: Logger, embedded: EmbeddedServer | undefined): Promise<Tenantry> {
-    // Behind a transaction pooler every pool on databaseUrl uses unnamed statements (the next transaction
-    // may run on another server connection, where a named one does not exist); what needs a session of
-    // its own (advisory locks, LISTEN, template clones, DDL on other databases) goes to the direct URL.
+    // Behind a transaction pooler only the tenant traffic goes through it (the runtime role's and the
+    // tenant roles' pools, whose every use is one explicit transaction): unnamed statements, settings
+    // pinned per transaction. The catalog pool, advisory locks, LISTEN, template clones and DDL use the
+    // direct URL: postgres.js pipelines a query with parameters (Parse/Describe/Flush) behind the
+    // previous one's Sync outside a transaction, and PgBouncer 1.18 hands the server to another client
+    // at that Sync's ReadyForQuery ("got packet 't' from server when not linked"), so the answer went
+    // to no one: calls that never returned, tenants "not found" that exist. The catalog pool is small
+    // and per process; the connections that grow with tenants and databases are the pooled ones.
     const pooled = opts.pooler === 'transaction';
     const directUrl = opts.directUrl ?? url;
-    const admin = connect(url, { max: 10, ...(pooled ? { prepare: false } : {}) });
-    const direct = pooled ? connect(directUrl, { max: 3, idle_timeout: 30 }) : admin;
+    const admin = connect(directUrl, { max: 10 });
+    const direct = admin;
     const adminTo = (database: string, max = 2): Sql => connect(directUrl, { database, max, idle_timeout: 10 });
     const migrations = loadMigrationFiles(opts.tenantMigrations);
     const roles = installationRoles(opts.namespace);
@@ -235,7 +241,7 @@ export class Tenantry {
         await ensureAuditPurge(lock, roles.owner);
       });
     } catch (err) {
-      await Promise.all([admin.end({ timeout: 5 }), direct.end({ timeout: 5 })]);
+      await admin.end({ timeout: 5 });
       throw err;
     }
     const runtimePassword = signer!.rolePassword(roles.runtime);
@@ -467,6 +473,15 @@ export class Tenantry {
     return { ok: v.current === v.expected, catalogVersion: v.current, expectedVersion: v.expected };
   }
 
+  /**
+   * A pgbouncer.ini (transaction mode, in front of this installation's server) and its userlist, for
+   * running Tenantry behind PgBouncer: see `tenantry pgbouncer-config`.
+   */
+  pgbouncerConfig(opts: PgBouncerConfigOptions = {}): Promise<PgBouncerConfig> {
+    this.assertOpen();
+    return pgbouncerConfig(this.core, opts);
+  }
+
   /** Connection pool figures, for metrics. */
   poolStats(): ReturnType<PoolBudget['stats']> {
     return this.core.pools.stats();
@@ -502,8 +517,7 @@ export class Tenantry {
     await this.rateLimiter.close();
     await this.unlisten?.().catch(() => undefined);
     await this.core.pools.end();
-    await Promise.all([this.core.sharedAdmin.end({ timeout: 5 }), this.core.admin.end({ timeout: 5 }),
-      this.core.direct !== this.core.admin ? this.core.direct.end({ timeout: 5 }) : undefined]);
+    await Promise.all([this.core.sharedAdmin.end({ timeout: 5 }), this.core.admin.end({ timeout: 5 })]);
     await this.embedded?.stop();
   }
 
