@@ -33,16 +33,6 @@ export interface Core {
   directUrl: string;
   /** databaseUrl points at a transaction-mode pooler: no startup parameters, no named statements */
   pooled: boolean;
-  /**
-   * the same user on the catalog database over the direct URL (not through a pooler): for advisory
-   * locks, LISTEN and template clones, which need a session of their own. The admin pool itself when
-   * there is no pooler.
-   */
-  direct: Sql;
-  /** the direct URL (databaseUrl when there is no pooler) */
-  directUrl: string;
-  /** databaseUrl points at a transaction-mode pooler: no startup parameters, no named statements */
-  pooled: boolean;
   /** the configured user on the shared data database (pooled tables and tenant schemas) */
   sharedAdmin: Sql;
   installationId: string;

@@ -38,8 +38,10 @@ export { QUOTAS, METRICS, type QuotaName, type MetricName, type WindowUnit } fro
 export {
   SCOPES, type Scope, type ApiKeyService, type ApiKeyInfo, type ApiKeyInfo as ApiKey, type CreatedApiKey, type VerifiedKey,
 } from './keys/api-keys.js';
-export type { MemberService, Member, Invitation } from './members/members.js';
-export { MEMBER_ROLES, type MemberRole } from './members/roles.js';
+export type { MemberService, Member, Invitation, MemberActor } from './members/members.js';
+export { MEMBER_ROLES, ROLE_RANK, type MemberRole, type KeyAuthority } from './members/roles.js';
+export type { KeyActor } from './keys/api-keys.js';
+export type { AuthThrottle, AuthThrottleRules } from './ratelimit/auth-throttle.js';
 export type { AuditVerification } from './audit/verify.js';
 export type { RateLimiter, RateLimit, RateDecision } from './ratelimit/limiter.js';
 export type { TenantryEvents } from './events.js';

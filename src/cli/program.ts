@@ -440,18 +440,6 @@ export function buildCli(): Command {
       process.stdout.write(o.userlist ? out.userlist : out.ini);
     });
 
-  program.command('pgbouncer-config').description('Print a pgbouncer.ini (transaction mode) for this installation, or with --userlist its userlist (secrets)')
-    .option('--port <n>', 'port PgBouncer listens on', (v) => Number(v), 6432)
-    .option('--listen <addr>', 'address PgBouncer listens on', '127.0.0.1')
-    .option('--pool-size <n>', 'server connections per database and user', (v) => Number(v), 20)
-    .option('--auth-file <path>', 'userlist path as the ini names it', 'userlist.txt')
-    .option('--userlist', 'print userlist.txt instead of the ini (store it readable by PgBouncer only)')
-    .addHelpText('after', '\nExamples:\n  tenantry pgbouncer-config > /etc/pgbouncer/pgbouncer.ini\n  tenantry pgbouncer-config --userlist > /etc/pgbouncer/userlist.txt\n  DATABASE_URL=postgres://me@127.0.0.1:6432/app TENANTRY_DIRECT_URL=postgres://me@db:5432/app tenantry serve')
-    .action(async (o: { port: number; listen: string; poolSize: number; authFile: string; userlist?: boolean }) => {
-      const out = await withTenantry((t) => t.pgbouncerConfig({ listenPort: o.port, listenAddr: o.listen, poolSize: o.poolSize, authFile: o.authFile }));
-      process.stdout.write(o.userlist ? out.userlist : out.ini);
-    });
-
   const migrate = program.command('migrate').description('Apply pending tenant migrations to every schema and database tenant')
     .option('--concurrency <n>', 'tenants at once (default: sized to the server)', (v) => Number(v))
     .option('--tenants <list>', 'comma-separated ids or slugs')

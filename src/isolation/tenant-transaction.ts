@@ -155,7 +155,9 @@ export async function runInTenant<T>(core: Core, tenant: TransactionTenant, fn: 
         // fn may have ended the transaction early (COMMIT inside its SQL text) and set session state
         // after it: end whatever transaction is open, then clear the session outside of any.
         await conn.unsafe(`rollback; ${RESET_SESSION}`).catch(() => undefined);
-        throw err;
+        // when BEGIN or the context failed, fn's statements only say "transaction is aborted": name the cause
+        const setupError = await Promise.all(setup).then(() => undefined, (e: unknown) => e);
+        throw setupError ?? err;
       }
       return result;
     } finally {

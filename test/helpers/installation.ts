@@ -34,7 +34,7 @@ export interface TestInstallation {
  * A throwaway installation: its own admin role with only CREATEDB and CREATEROLE (as on managed
  * PostgreSQL), its own catalog database and namespace, all removed by cleanup().
  */
-export async function freshInstallation(options: Partial<TenantryOptions> = {}): Promise<TestInstallation> {
+export async function freshInstallation(options: Partial<TenantryOptions> = {}, setup: { pgbouncer?: { poolSize: number } } = {}): Promise<TestInstallation> {
   const namespace = `tt${randomBytes(4).toString('hex')}`;
   const admin = `${namespace}_admin`;
   const password = randomBytes(12).toString('hex');
@@ -52,7 +52,7 @@ export async function freshInstallation(options: Partial<TenantryOptions> = {}):
   };
   const adminUrl = urlFor(catalogDb, admin, password);
   // a modest connection budget: two test files share a server whose max_connections may be 100
-  const bouncer = VIA_PGBOUNCER ? await startPgBouncer() : undefined;
+  const bouncer = setup.pgbouncer || VIA_PGBOUNCER ? await startPgBouncer({ ...setup.pgbouncer, databases: { [catalogDb]: 8 } }) : undefined;
   const via = bouncer ? { databaseUrl: bouncer.via(adminUrl), directUrl: adminUrl } : { databaseUrl: adminUrl };
   const tenantry = await Tenantry.open({ ...via, namespace, maxConnections: 16, ...options }).catch(async (err) => {
     await bouncer?.stop();

@@ -41,7 +41,12 @@ async function accepting(port: number): Promise<boolean> {
   });
 }
 
-export async function startPgBouncer(opts: { poolSize?: number; maxClientConn?: number } = {}): Promise<PgBouncer> {
+/**
+ * poolSize: server connections per database and user; `databases` gives some databases a pool of their
+ * own size (the catalog: Tenantry's provisioning holds one catalog transaction while it writes the
+ * audit entry on another).
+ */
+export async function startPgBouncer(opts: { poolSize?: number; maxClientConn?: number; databases?: Record<string, number> } = {}): Promise<PgBouncer> {
   const server = new URL(SUPERUSER_URL);
   const superuser = decodeURIComponent(server.username || 'postgres');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tenantry-pgbouncer-'));
@@ -49,8 +54,9 @@ export async function startPgBouncer(opts: { poolSize?: number; maxClientConn?: 
   const port = await freePort();
   const ini = path.join(dir, 'pgbouncer.ini');
   writeFileSync(path.join(dir, 'userlist.txt'), `"${superuser}" "${decodeURIComponent(server.password)}"\n`);
+  const host = `host=${server.hostname} port=${server.port || 5432}`;
   writeFileSync(ini, `[databases]
-* = host=${server.hostname} port=${server.port || 5432}
+${Object.entries(opts.databases ?? {}).map(([db, size]) => `${db} = ${host} pool_size=${size}\n`).join('')}* = ${host}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -68,6 +74,9 @@ auth_user = ${superuser}
 auth_query = SELECT usename, passwd FROM pg_shadow WHERE usename = $1
 server_reset_query =
 server_check_delay = 10
+;; idle server connections go soon: a suite opens many tenant databases on a server shared with other suites
+server_idle_timeout = 3
+query_wait_timeout = 60
 ignore_startup_parameters = extra_float_digits
 logfile = ${dir}/pgbouncer.log
 pidfile = ${dir}/pgbouncer.pid
@@ -76,6 +85,25 @@ log_disconnections = 0
 admin_users = ${superuser}
 stats_users = ${superuser}
 `);
+  return launch(dir, ini, port);
+}
+
+/**
+ * Starts PgBouncer from a given ini and userlist (Tenantry's own `pgbouncer-config` output): the
+ * userlist path is made absolute, and the log, pid file and socket directory go to a temp folder.
+ */
+export async function startPgBouncerFrom(iniText: string, userlist: string): Promise<PgBouncer> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'tenantry-pgbouncer-'));
+  chmodSync(dir, 0o777);
+  const port = Number(/^listen_port = (\d+)$/m.exec(iniText)?.[1]);
+  const ini = path.join(dir, 'pgbouncer.ini');
+  writeFileSync(path.join(dir, 'userlist.txt'), userlist);
+  writeFileSync(ini, iniText.replace(/^auth_file = .*$/m, `auth_file = ${dir}/userlist.txt`)
+    + `unix_socket_dir =\nlogfile = ${dir}/pgbouncer.log\npidfile = ${dir}/pgbouncer.pid\n`);
+  return launch(dir, ini, port);
+}
+
+async function launch(dir: string, ini: string, port: number): Promise<PgBouncer> {
   for (const f of ['pgbouncer.ini', 'userlist.txt']) chmodSync(path.join(dir, f), 0o644);
   // PgBouncer refuses to run as root: drop to the postgres user then
   const args = process.getuid?.() === 0 ? ['-u', 'postgres', ini] : [ini];
