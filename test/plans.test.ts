@@ -247,6 +247,24 @@ test('updateTier below a tenant\'s usage: nothing deleted, quota.exceeded_by_cha
   assert.equal((await inst.tenantry.plans.diff(example('hackathon-platform'))).identical, true);
 });
 
+test('a tenant downgraded below its usage keeps everything, is over quota, and quota.exceeded_by_change on its chain names the metrics', async () => {
+  const q = inst.tenantry.quotas;
+  const t = await inst.tenantry.tenants.create({ slug: slug(), tier: 'professional' });
+  await q.increment(t.id, 'participants', 600);
+  await q.increment(t.id, 'events', 3);
+  await inst.tenantry.tenants.update(t.id, { tier: 'starter' }, { actor: 'operator:test' });
+  const s = await q.summary(t.id);
+  assert.deepEqual(s.overLimit, ['participants']);
+  assert.equal(s.metrics.find((m) => m.metric === 'participants')!.used, 600, 'nothing deleted');
+  await rejectsWith(q.increment(t.id, 'participants', 1), 'QUOTA_EXCEEDED', /600 used of 200/);
+  assert.equal((await q.increment(t.id, 'events', 1)).used, 4, 'metrics under their limit still debit');
+  const [entry] = await inst.su<{ details: { tenants: { metric: string; used: number; limit: number }[]; reason: string } }[]>`
+    select details from tenantry_catalog.audit_log where tenant_id = ${t.id} and action = 'quota.exceeded_by_change'`;
+  assert.deepEqual(entry!.details.tenants.map((x) => [x.metric, x.used, x.limit]), [['participants', 600, 200]]);
+  assert.equal(entry!.details.reason, 'tier professional -> starter');
+  assert.equal((await inst.tenantry.verifyAudit(t.id)).ok, true);
+});
+
 test('500 concurrent debits of an app-defined count metric against a limit of 100: exactly 100 succeed', { timeout: 60_000 }, async () => {
   const q = inst.tenantry.quotas;
   const t = await inst.tenantry.tenants.create({ slug: slug(), tier: 'professional' });

@@ -1,5 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
-import type { TransactionSql } from 'postgres';
+import type { Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
 import { TenantryError } from '../errors.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
@@ -374,7 +374,7 @@ export class PlanService {
  * transaction): counts and gauges by their level, windows within the current window, leases by the
  * slots held. Nothing is deleted; their next debit is refused.
  */
-export async function overLimitTenants(tx: TransactionSql): Promise<OverLimit[]> {
+export async function overLimitTenants(tx: Sql | TransactionSql, tenantId?: string): Promise<OverLimit[]> {
   const rows = await tx<{ tenant_id: string; slug: string; metric: string; used: string; limit_value: string }[]>`
     select * from (
       select t.id as tenant_id, t.slug, m.name as metric, m.position,
@@ -387,7 +387,7 @@ export async function overLimitTenants(tx: TransactionSql): Promise<OverLimit[]>
       from tenantry_catalog.tenants t
       cross join tenantry_catalog.plan_metrics m
       left join tenantry_catalog.usage_counters c on c.tenant_id = t.id and c.metric = m.name
-      where t.status <> 'deleted'
+      where t.status <> 'deleted' ${tenantId === undefined ? tx`` : tx`and t.id = ${tenantId}`}
     ) x
     where x.used > x.limit_value
     order by x.slug, x.position`;

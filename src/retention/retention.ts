@@ -110,7 +110,7 @@ export class RetentionService {
     const batch = this.core.opts.retentionBatchSize;
     for (const d of this.declarations) {
       const days = this.daysFor(d.dataClass, t);
-      if (days === null) continue;
+      if (days === null) { report.counts[d.table] = 0; continue; }
       const cutoff = new Date(now.getTime() - days * DAY_MS);
       const table = ident(d.table);
       const column = ident(d.column);
@@ -187,14 +187,13 @@ async function purgeAudit(sql: Sql, tenantId: string | null, cutoff: Date, batch
 }
 
 /**
- * Lets the audit log's retention exception run: DELETE on the log is held by the installation's
- * NOLOGIN owner role alone, which owns audit_purge(). Idempotent; run on every open.
+ * Undoes what an earlier build of 0040 set up on open (DELETE on the audit log held by the owner role,
+ * which the configured user inherits as its member): audit_purge() is the configured user's own again
+ * and grants itself DELETE only inside its transaction (0041). Idempotent; run on every open.
  */
 export async function ensureAuditPurge(lock: Sql, ownerRole: string): Promise<void> {
   const o = ident(ownerRole);
   await lock.unsafe(`
-    grant usage, create on schema tenantry_catalog to ${o};
-    grant select, delete on tenantry_catalog.audit_log to ${o};
-    grant select, insert, update on tenantry_catalog.audit_anchors to ${o};
-    alter function tenantry_catalog.audit_purge(uuid, timestamptz, integer) owner to ${o};`);
+    revoke delete on tenantry_catalog.audit_log from ${o};
+    alter function tenantry_catalog.audit_purge(uuid, timestamptz, integer) owner to current_user;`);
 }

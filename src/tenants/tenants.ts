@@ -3,6 +3,7 @@ import type { Core } from '../core.js';
 import { TenantryError } from '../errors.js';
 import { ident, isUuid } from '../identifiers.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
+import { overLimitTenants } from '../plans/plans.js';
 import {
   toTenant, validateIsolation, validateMetadata, validateName, validateReason, validateStatus, validateTier,
   type Isolation, type Tenant, type TenantRow, type TenantStatus, type Tier,
@@ -157,6 +158,16 @@ export class TenantService {
       if (name !== undefined && name !== before.name) changes.name = { from: before.name, to: name };
       if (tier !== undefined && tier !== before.tier) changes.tier = { from: before.tier, to: tier };
       if (metadata !== undefined) changes.metadata = { from: before.metadata, to: metadata };
+      if (changes.tier) {
+        // a downgrade deletes nothing: usage now above the new tier's limits is named, and its debits refused
+        const over = await overLimitTenants(tx, before.id);
+        if (over.length > 0) {
+          await appendAudit(tx, {
+            tenantId: before.id, actor: who.actor ?? this.core.opts.actor, action: 'quota.exceeded_by_change', target: `tenant:${before.id}`,
+            requestId: who.requestId, details: { tenants: over, reason: `tier ${before.tier} -> ${tier}` },
+          });
+        }
+      }
       return { row: r!, details: { changes } };
     });
   }
