@@ -143,8 +143,19 @@ test('attack (finding 6): a member-bound admin key mints an unbound all-scope ke
   expectCode(await call('POST', '/v1/tenant/sql', { token: minted.body.key, body: { sql: 'select 1' } }), 403, 'FORBIDDEN', 'sql after demotion');
   assert.equal((await call('GET', `/v1/tenants/${t.id}/members`, { token: minted.body.key })).status, 200, 'a viewer still reads');
 
-  // removing the member ends every key it made or held, at once
+  // an invitation the member made with its keys dies with it too (a second address of its own, invited as admin)
+  await inst.tenantry.members.updateRole(t.id, admin.userId, 'admin');
+  const backdoor = await call('POST', `/v1/tenants/${t.id}/invitations`, { token: minted.body.key, body: { email: `alt.${++seq}@example.com`, role: 'admin' } });
+  assert.equal(backdoor.status, 201, backdoor.text);
+  const viewerInvite = await call('POST', `/v1/tenants/${t.id}/invitations`, { token: minted.body.key, body: { email: `v.${++seq}@example.com`, role: 'viewer' } });
+  await inst.tenantry.members.updateRole(t.id, admin.userId, 'member');
+  const open = async (): Promise<string[]> => (await inst.tenantry.members.listInvitations(t.id)).filter((i) => !i.revokedAt).map((i) => i.id);
+  assert.deepEqual(await open(), [viewerInvite.body.invitation.id], 'a demotion closes the invitations above the new role');
+  await rejectsWith(inst.tenantry.members.accept(backdoor.body.token), 'INVITATION_CLOSED');
+
+  // removing the member ends every key it made or held, and its invitations, at once
   await inst.tenantry.members.remove(t.id, admin.userId);
+  assert.deepEqual(await open(), []);
   for (const key of [adminKey, minted.body.key]) {
     expectCode(await call('GET', `/v1/tenants/${t.id}/members`, { token: key }), 401, 'API_KEY_REVOKED', 'listing members after removal');
     expectCode(await call('POST', '/v1/tenant/sql', { token: key, body: { sql: 'select 1' } }), 401, 'API_KEY_REVOKED', 'sql after removal');

@@ -123,6 +123,7 @@ export class MemberService {
       assertMayHandle(who, before.role, 'change the role of a member who has the role');
       if (before.role === 'owner' && role !== 'owner') await this.assertNotLastOwner(tx, t);
       await tx`update tenantry_catalog.memberships set role = ${role}, updated_at = now() where tenant_id = ${t.id} and user_id = ${uid}`;
+      await this.closeInvitationsOf(tx, t, uid, role);
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'member.role_changed', target: `user:${uid}`, requestId: who.requestId, details: { from: before.role, to: role } });
       return { ...before, role };
     }).finally(() => this.onMembersChanged(t.id));
@@ -138,9 +139,25 @@ export class MemberService {
       await tx`delete from tenantry_catalog.memberships where tenant_id = ${t.id} and user_id = ${uid}`;
       // keys tied to the member stop working with the membership
       await tx`update tenantry_catalog.api_keys set revoked_at = coalesce(revoked_at, now()) where tenant_id = ${t.id} and member_user_id = ${uid}`;
+      await this.closeInvitationsOf(tx, t, uid, null);
       if (this.quotas.meters('users')) await this.quotas.credit(tx, t.id, 'users', 1);
       await appendAudit(tx, { tenantId: t.id, actor: who.actor ?? this.core.opts.actor, action: 'member.removed', target: `user:${uid}`, requestId: who.requestId, details: { email: before.email, role: before.role } });
     }).finally(() => this.onMembersChanged(t.id));
+  }
+
+  /**
+   * A member's power does not outlive the member through an invitation either: open invitations made
+   * with the member's keys are revoked when it is removed (role null), or, when it is demoted, those
+   * for a role above its new one (the attack: an admin about to be removed invites a second address
+   * of its own as admin, and accepts after the removal).
+   */
+  private async closeInvitationsOf(tx: Tx, t: Tenant, uid: string, role: MemberRole | null): Promise<void> {
+    const above = MEMBER_ROLES.filter((r) => role === null || ROLE_RANK[r] > ROLE_RANK[role]);
+    if (above.length === 0) return;
+    await tx`
+      update tenantry_catalog.invitations set revoked_at = now()
+      where tenant_id = ${t.id} and accepted_at is null and revoked_at is null and role = any(${above as unknown as string[]})
+        and invited_by in (select 'key:' || k.id from tenantry_catalog.api_keys k where k.tenant_id = ${t.id} and k.member_user_id = ${uid})`;
   }
 
   /**
