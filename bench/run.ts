@@ -12,6 +12,7 @@ import { benchGovernance } from './governance.js';
 import { benchPlans } from './plans.js';
 import { benchHttp } from './http.js';
 import { benchSqlGuard } from './sql-guard.js';
+import { benchChaos } from './chaos.js';
 import { benchKeyChecks } from './key-checks.js';
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
@@ -22,6 +23,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   plans: benchPlans,
   http: benchHttp,
   'sql-guard': benchSqlGuard,
+  chaos: benchChaos,
   'key-checks': benchKeyChecks,
 };
 

@@ -48,8 +48,16 @@ export function connect(url: string, overrides: PgOptions = {}): Sql {
     max: 10,
     idle_timeout: 30,
     connect_timeout: 30,
+    // postgres.js waits 3^n/100 s (up to 20 s) before reconnecting after its n-th failed connection in a
+    // row, so after a restart of PostgreSQL a pool could stay away for 20 s; at most 1 s here
+    backoff: reconnectBackoff,
     ...overrides,
   });
+}
+
+/** Seconds before the n-th reconnect in a row: 0.1, 0.2, 0.4, ... capped at 1, with jitter. */
+export function reconnectBackoff(attempt: number): number {
+  return Math.min(0.05 * 2 ** attempt, 1) * (0.5 + Math.random() / 2);
 }
 
 interface PoolEntry {

@@ -14,12 +14,15 @@ export const MAX_DEPTH = 64;
 /** How many strings, keys and values one call may carry in all. */
 const MAX_NODES = 100_000;
 
+const SUSPECT = /[\u0000\ud800-\udfff]/;
 // a high surrogate not followed by a low one, or a low surrogate not preceded by a high one
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /** Why a string is refused, or undefined when it is fine. */
 export function textProblem(s: string): string | undefined {
   if (s.length > MAX_TEXT_LENGTH) return `is ${s.length} characters long; the limit is ${MAX_TEXT_LENGTH}`;
+  // the common case, ordinary text, costs one scan
+  if (!SUSPECT.test(s)) return undefined;
   if (s.includes('\u0000')) return 'contains a NUL character (\\u0000), which PostgreSQL cannot store';
   if (LONE_SURROGATE.test(s)) return 'contains an unpaired UTF-16 surrogate, which is not valid Unicode text';
   return undefined;
@@ -39,40 +42,53 @@ function isPlainObject(v: object): boolean {
   return proto === Object.prototype || proto === null || Object.getPrototypeOf(proto) === null;
 }
 
+interface Found { field: string; problem: string }
+// no cycle tracking: a cycle runs into the depth limit, and shared values into the node limit
+interface Walk { field: string; rootPath: string; nodes: number; keys: (string | number)[] }
+
+// the path is only spelled out for the value that fails: building it for every value costs more than the check
+const pathOf = (w: Walk): string => w.keys.reduce<string>((p, k) => childPath(p, k), w.rootPath) || w.field;
+
+function walk(w: Walk, v: unknown, depth: number): Found | undefined {
+  if (++w.nodes > MAX_NODES) return { field: pathOf(w), problem: `carries more than ${MAX_NODES} values` };
+  if (typeof v === 'string') {
+    const problem = textProblem(v);
+    return problem ? { field: pathOf(w), problem } : undefined;
+  }
+  if (v === null || typeof v !== 'object') return undefined;
+  if (!Array.isArray(v) && !isPlainObject(v)) return undefined;
+  if (depth > MAX_DEPTH) return { field: pathOf(w), problem: `nests deeper than ${MAX_DEPTH} levels` };
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      w.keys.push(i);
+      const found = walk(w, v[i], depth + 1);
+      w.keys.pop();
+      if (found) return found;
+    }
+    return undefined;
+  }
+  for (const k of Object.keys(v)) {
+    const keyProblem = textProblem(k);
+    if (keyProblem) return { field: `a key of ${pathOf(w)}`, problem: keyProblem };
+    w.keys.push(k);
+    const found = walk(w, (v as Record<string, unknown>)[k], depth + 1);
+    w.keys.pop();
+    if (found) return found;
+  }
+  return undefined;
+}
+
 /**
  * Walks a value (strings, plain objects with their keys, arrays) and returns the first problem as
  * `{ field, problem }`. Functions, dates, buffers and class instances are not text and are left alone.
  */
-export function findUnsafeText(value: unknown, field: string, rootPath = field): { field: string; problem: string } | undefined {
-  let nodes = 0;
-  const seen = new Set<object>();
-  const walk = (v: unknown, at: string, depth: number): { field: string; problem: string } | undefined => {
-    if (++nodes > MAX_NODES) return { field: at || field, problem: `carries more than ${MAX_NODES} values` };
-    if (typeof v === 'string') {
-      const problem = textProblem(v);
-      return problem ? { field: at || field, problem } : undefined;
-    }
-    if (v === null || typeof v !== 'object') return undefined;
-    if (!Array.isArray(v) && !isPlainObject(v)) return undefined;
-    if (depth > MAX_DEPTH) return { field: at || field, problem: `nests deeper than ${MAX_DEPTH} levels` };
-    if (seen.has(v)) return undefined;
-    seen.add(v);
-    if (Array.isArray(v)) {
-      for (let i = 0; i < v.length; i++) {
-        const found = walk(v[i], childPath(at, i), depth + 1);
-        if (found) return found;
-      }
-      return undefined;
-    }
-    for (const [k, child] of Object.entries(v)) {
-      const keyProblem = textProblem(k);
-      if (keyProblem) return { field: at ? `a key of ${at}` : `a key of ${field}`, problem: keyProblem };
-      const found = walk(child, childPath(at, k), depth + 1);
-      if (found) return found;
-    }
-    return undefined;
-  };
-  return walk(value, rootPath, 0);
+export function findUnsafeText(value: unknown, field: string, rootPath = field): Found | undefined {
+  if (typeof value === 'string') {
+    const problem = textProblem(value);
+    return problem ? { field: rootPath || field, problem } : undefined;
+  }
+  if (value === null || typeof value !== 'object') return undefined;
+  return walk({ field, rootPath, nodes: 0, keys: [] }, value, 0);
 }
 
 /** Throws 400 INVALID_INPUT naming the field when `value` carries text PostgreSQL cannot take. */

@@ -201,6 +201,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     req.idempotency = null;
     const giveUp = (err: unknown): void => { req.log.warn({ err }, 'could not end an idempotency claim; its lease runs out on its own'); };
     const endLease = (): Promise<void> => withRetries(() => tenantry.idempotency.expire(idem.principal, idem.key), giveUp);
+    // the answer waits for the claim's update at most briefly: a PostgreSQL that hangs must not hold it
+    const briefly = (p: Promise<void>): Promise<unknown> => Promise.race([p, new Promise((r) => { setTimeout(r, 2_000).unref(); })]);
     if (req.deadlinePassed) {
       // answered before its work finished: hold the claim until the work ends, then let a retry take it
       // over and find what the work did (rather than run it a second time alongside it)
@@ -212,11 +214,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       // The claim is kept (with its first request id) but its lease ends now, so the retry runs at once
       // and can find work that committed before the failure was noticed. Never throws: a failed release
       // is retried in the background, and the lease runs out by itself if every retry fails.
-      await endLease();
+      await briefly(endLease());
     } else {
       let body: unknown = null;
       try { body = typeof payload === 'string' ? JSON.parse(payload) : null; } catch { body = null; }
-      await withRetries(() => tenantry.idempotency.complete(idem.principal, idem.key, reply.statusCode, body), giveUp);
+      await briefly(withRetries(() => tenantry.idempotency.complete(idem.principal, idem.key, reply.statusCode, body), giveUp));
     }
     return payload;
   });
