@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark section, each comparing Tenantry with its baseline side by side in
  * this one process, printed as Markdown tables (medians and ratios). DATABASE_URL (a superuser URL)
- * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard,key-checks
+ * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard,key-checks,chaos
  * selects sections. Everything runs in throwaway installations removed at the end.
  */
 import { ensureServer, progress, type BenchContext } from './lib.js';
@@ -12,8 +12,8 @@ import { benchGovernance } from './governance.js';
 import { benchPlans } from './plans.js';
 import { benchHttp } from './http.js';
 import { benchSqlGuard } from './sql-guard.js';
-import { benchChaos } from './chaos.js';
 import { benchKeyChecks } from './key-checks.js';
+import { benchChaos } from './chaos.js';
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   provisioning: benchProvisioning,
@@ -23,8 +23,8 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   plans: benchPlans,
   http: benchHttp,
   'sql-guard': benchSqlGuard,
-  chaos: benchChaos,
   'key-checks': benchKeyChecks,
+  chaos: benchChaos,
 };
 
 const only = (process.env.BENCH_ONLY ?? Object.keys(SECTIONS).join(',')).split(',').map((s) => s.trim()).filter(Boolean);

@@ -110,11 +110,6 @@ export class IdempotencyStore {
       where principal = ${principal} and idempotency_key = ${key}`;
   }
 
-  /** A request that failed on the server side releases its key, so the client can retry. */
-  async release(principal: string, key: string): Promise<void> {
-    await this.sql`delete from tenantry_catalog.http_idempotency where principal = ${principal} and idempotency_key = ${key} and status is null`;
-  }
-
   /**
    * Removes in-progress claims whose holder's lease ran out more than `olderThanSeconds` ago (`repair`):
    * their retries then run afresh. (Until then a retry takes the claim over and can still find what its

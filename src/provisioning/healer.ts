@@ -1,11 +1,8 @@
 import type { Core } from '../core.js';
 import { appendAudit } from '../audit/audit.js';
 import type { TenantPlacement } from '../isolation/modes.js';
-import { findOrphans, repairInstallation, teardownTenantObjects } from './repair.js';
+import { findOrphans, repairUnlocked, teardownTenantObjects, underRepairLock } from './repair.js';
 import type { TenantRow } from '../tenants/model.js';
-
-/** Advisory lock key (transaction-scoped) so that one process at a time runs the background pass. */
-const HEAL_LOCK = 0x7465_6e68; // 'tenh'
 
 interface PendingHeal {
   placement: TenantPlacement;
@@ -22,6 +19,8 @@ interface HealerState {
   running: Promise<void> | undefined;
   periodic: boolean;
   ticks: number;
+  /** orphans seen by the previous sweep: one is removed only when a second sweep still finds it */
+  seenOrphans: Set<string>;
 }
 
 const healers = new WeakMap<Core, HealerState>();
@@ -29,7 +28,7 @@ const healers = new WeakMap<Core, HealerState>();
 function stateOf(core: Core): HealerState {
   let s = healers.get(core);
   if (!s) {
-    s = { pending: new Map(), timer: undefined, running: undefined, periodic: false, ticks: 0 };
+    s = { pending: new Map(), timer: undefined, running: undefined, periodic: false, ticks: 0, seenOrphans: new Set() };
     healers.set(core, s);
   }
   return s;
@@ -138,10 +137,8 @@ async function pass(core: Core, s: HealerState, sweep: boolean): Promise<void> {
   }
   if (!sweep) return;
   try {
-    await core.admin.begin(async (tx) => {
-      const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${HEAL_LOCK}, hashtext(${core.namespace})) as ok`;
-      if (!lock?.ok) return;
-      const stuck = await tx<TenantRow[]>`
+    await underRepairLock(core, false, async () => {
+      const stuck = await core.admin<TenantRow[]>`
         select * from tenantry_catalog.tenants
         where status = 'provisioning' and updated_at < now() - make_interval(secs => ${staleAfterSeconds(core)})`;
       for (const row of stuck) {
@@ -152,9 +149,14 @@ async function pass(core: Core, s: HealerState, sweep: boolean): Promise<void> {
         }, 'tenant.provisioning_repaired');
         core.logger.info({ tenantId: row.id, slug: row.slug }, 'removed a provisioning abandoned by a stopped process');
       }
-      const orphans = await findOrphans(core);
-      if (orphans.databases.length + orphans.schemas.length + orphans.roles.length > 0) {
-        await repairInstallation(core, { olderThanSeconds: staleAfterSeconds(core), purgeClaims: false });
+      // An object without a row is removed only when two sweeps in a row find it (half a repair period
+      // apart): one a hard delete or a repair is removing right now is left to it.
+      const found = await findOrphans(core);
+      const now = new Set([...found.databases, ...found.schemas, ...found.roles]);
+      const seen = s.seenOrphans;
+      s.seenOrphans = now;
+      if ([...now].some((n) => seen.has(n))) {
+        await repairUnlocked(core, { olderThanSeconds: staleAfterSeconds(core), purgeClaims: false, orphanFilter: (n) => seen.has(n) });
       }
     });
   } catch (err) {

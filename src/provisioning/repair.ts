@@ -31,7 +31,35 @@ export async function teardownTenantObjects(core: Core, placement: TenantPlaceme
  * object whose tenant id has no row is an orphan; a row still `provisioning` after the grace period
  * belongs to a process that died. Both are removed (and audited).
  */
-export async function repairInstallation(core: Core, opts: { olderThanSeconds?: number; actor?: string; purgeClaims?: boolean }): Promise<RepairReport> {
+export async function repairInstallation(core: Core, opts: { olderThanSeconds?: number; actor?: string }): Promise<RepairReport> {
+  const olderThan = opts.olderThanSeconds ?? core.opts.repairAfterSeconds;
+  if (!Number.isInteger(olderThan) || olderThan < 0) throw new TenantryError('INVALID_INPUT', 'olderThanSeconds must be a non-negative integer.');
+  // never at the same time as the background sweep of another process (or of this one)
+  return (await underRepairLock(core, true, () => repairUnlocked(core, opts)))!;
+}
+
+/** Advisory lock key pair (transaction-scoped) shared by `repair()` and the background sweep. */
+const REPAIR_LOCK = 0x7465_6e68; // 'tenh'
+
+/**
+ * Runs `fn` while holding the installation's repair lock in a catalog transaction (transaction-scoped,
+ * so it also works behind a transaction pooler): waits for it, or with `wait` false returns undefined
+ * when another process holds it.
+ */
+export async function underRepairLock<T>(core: Core, wait: boolean, fn: () => Promise<T>): Promise<T | undefined> {
+  return core.admin.begin(async (tx) => {
+    if (wait) {
+      await tx`select pg_advisory_xact_lock(${REPAIR_LOCK}, hashtext(${core.namespace}))`;
+    } else {
+      const [lock] = await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${REPAIR_LOCK}, hashtext(${core.namespace})) as ok`;
+      if (!lock?.ok) return undefined;
+    }
+    return fn();
+  }) as Promise<T | undefined>;
+}
+
+/** repairInstallation without the lock (the background sweep holds it already). */
+export async function repairUnlocked(core: Core, opts: { olderThanSeconds?: number; actor?: string; purgeClaims?: boolean; orphanFilter?: (name: string) => boolean }): Promise<RepairReport> {
   const olderThan = opts.olderThanSeconds ?? core.opts.repairAfterSeconds;
   if (!Number.isInteger(olderThan) || olderThan < 0) throw new TenantryError('INVALID_INPUT', 'olderThanSeconds must be a non-negative integer.');
   const actor = opts.actor ?? core.opts.actor;
@@ -52,7 +80,9 @@ export async function repairInstallation(core: Core, opts: { olderThanSeconds?: 
     report.stuckTenants.push({ id: row.id, slug: row.slug, isolation: row.isolation });
   }
 
-  const orphans = await findOrphans(core);
+  const found = await findOrphans(core);
+  const keep = opts.orphanFilter ?? (() => true);
+  const orphans = { databases: found.databases.filter(keep), schemas: found.schemas.filter(keep), roles: found.roles.filter(keep) };
   for (const datname of orphans.databases) {
     await core.pools.drop(datname);
     await core.admin.unsafe(`drop database if exists ${ident(datname)} with (force)`);
