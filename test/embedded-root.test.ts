@@ -71,3 +71,27 @@ test('as root, the embedded PostgreSQL starts from a copy in a mode-700 folder a
     if (cluster && existsSync(cluster) && /[/\\][0-9a-f]{16}[/\\]pg$/.test(cluster)) await fs.rm(path.dirname(cluster), { recursive: true, force: true });
   }
 });
+
+test('a cache or state folder planted by another user (or writable by others, or a symlink) is refused, never used', { skip: asRoot ? false : 'needs root: it plants folders owned by another user' }, async () => {
+  const { ensureRootOwnedDir } = await import('../src/db/embedded-binaries.js');
+  const base = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-plant-'));
+  try {
+    const postgresUid = Number((await import('node:child_process')).execFileSync('id', ['-u', 'postgres']).toString().trim());
+    const planted = path.join(base, 'owned-by-postgres');
+    await fs.mkdir(planted, { mode: 0o755 });
+    await fs.chown(planted, postgresUid, postgresUid);
+    await assert.rejects(ensureRootOwnedDir(planted), /not a root-owned folder writable only by root; remove it/);
+    const open = path.join(base, 'world-writable');
+    await fs.mkdir(open);
+    await fs.chmod(open, 0o777);
+    await assert.rejects(ensureRootOwnedDir(open), /writable only by root/);
+    const link = path.join(base, 'a-symlink');
+    await fs.symlink(os.tmpdir(), link);
+    await assert.rejects(ensureRootOwnedDir(link), /writable only by root/);
+    const fine = path.join(base, 'fresh');
+    await ensureRootOwnedDir(fine);
+    assert.equal((await fs.stat(fine)).mode & 0o777, 0o755, 'made readable for the postgres user, writable by root only');
+  } finally {
+    await fs.rm(base, { recursive: true, force: true });
+  }
+});

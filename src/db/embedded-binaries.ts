@@ -112,7 +112,7 @@ export async function embeddedBinaries(runAs: RunAs | undefined, logger: Logger)
 }
 
 /** A root-owned folder that no one else can write (not a symlink); made with mode 0755 when missing. */
-async function ensureRootOwnedDir(dir: string): Promise<void> {
+export async function ensureRootOwnedDir(dir: string): Promise<void> {
   await fs.mkdir(dir, { recursive: true, mode: 0o755 });
   const st = await fs.lstat(dir);
   // another user could have made it first (it may sit in a world-writable folder) and planted programs
