@@ -299,7 +299,9 @@ export function buildCli(): Command {
     .addHelpText('after', '\nExample:\n  tenantry usage show acme-corp')
     .action(async (tenant: string) => {
       const u = await withTenantry((tn) => tn.quotas.summary(tenant));
-      print(flags(), u, () => table(u.metrics.map((m) => ({ ...m, utilization: `${m.utilization}%` })), ['metric', 'kind', 'used', 'limit', 'utilization']) + (u.atRisk ? '\nAT RISK: a metric is over 90% of its limit' : ''));
+      print(flags(), u, () => table(u.metrics.map((m) => ({ ...m, limit: m.limit ?? 'unlimited', utilization: `${m.utilization}%` })), ['metric', 'kind', 'used', 'limit', 'utilization'])
+        + (u.atRisk ? '\nAT RISK: a metric is over 90% of its limit' : '')
+        + (u.overQuota ? `\nOVER QUOTA: ${u.overLimit.join(', ')} above the limit (a lowered limit or tier); debits refused until back under` : ''));
     });
   usage.command('export').description('Usage history per day or month, for billing (CSV or JSON on stdout)')
     .option('--tenant <tenant>', 'one tenant (default: all)').option('--metric <metric>')
@@ -374,7 +376,7 @@ export function buildCli(): Command {
     .addHelpText('after', '\nExample:\n  tenantry quotas show acme-corp')
     .action(async (tenant: string) => {
       const q = await withTenantry((tn) => tn.quotas.effectiveQuotas(tenant));
-      print(flags(), q, () => table(Object.entries(q).map(([quota, v]) => ({ quota, ...v })), ['quota', 'limit', 'source']));
+      print(flags(), q, () => table(Object.entries(q).map(([quota, v]) => ({ quota, ...v, limit: v.limit ?? 'unlimited' })), ['quota', 'limit', 'source']));
     });
   quotas.command('set <tenant> <assignments...>').description('Override quotas: quota=value, or quota=tier to remove the override')
     .addHelpText('after', '\nExamples:\n  tenantry quotas set acme-corp max_agents=500 api_calls_per_minute=2000\n  tenantry quotas set acme-corp max_agents=tier')
