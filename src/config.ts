@@ -6,6 +6,8 @@ import type { Logger } from './logger.js';
 
 /** Where the package itself lives, so built-in SQL files are found from src/ (tsx) and dist/ (built) alike. */
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** The installed package's version (its package.json). */
+export const PACKAGE_VERSION: string = (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 export const CATALOG_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'migrations', 'catalog');
 export const EXAMPLE_TENANT_MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'migrations', 'tenant-example');
 

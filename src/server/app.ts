@@ -17,6 +17,8 @@ import { DatabaseHealth, installDeadline, withRetries } from './resilience.js';
 import { createHash } from 'node:crypto';
 import { createMetrics } from './metrics.js';
 import * as S from './schemas.js';
+import { completeOpenApi, openapiRefResolver } from './openapi.js';
+import { PACKAGE_VERSION } from '../config.js';
 import { registerInputGuard } from './input-guard.js';
 
 export interface ServerDeps {
@@ -121,6 +123,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   installDeadline(app, deps.requestTimeoutMs ?? 30_000, sendProblem);
 
   await app.register(swagger, {
+    refResolver: openapiRefResolver,
+    transformObject: (d) => completeOpenApi('openapiObject' in d ? d.openapiObject : d.swaggerObject, { version: PACKAGE_VERSION }),
     openapi: {
       openapi: '3.1.0',
       info: { title: 'Tenantry', version: '0.1.0', description: 'Multi-tenant control plane for PostgreSQL.' },
