@@ -63,7 +63,10 @@ export function reconnectBackoff(attempt: number): number {
 interface PoolEntry {
   key: string;
   sql: Sql;
+  /** the most connections the pool may grow to */
   size: number;
+  /** connections of the budget granted to this pool: it starts with one and grows by one on demand */
+  granted: number;
   leases: number;
   lastUsed: number;
   closing: boolean;
@@ -71,10 +74,13 @@ interface PoolEntry {
 
 /**
  * Runtime pools per database (the shared database, each tenant database) held in an LRU under one
- * connection budget: the sum of the pools' sizes never exceeds `budget`, so 1,000 database tenants
- * never need 1,000 open connections. Idle pools are closed; when the budget is full the least recently
- * used pool without a lease is closed to make room, and callers wait (up to `waitMs`) when every pool
- * is busy.
+ * connection budget: the connections granted to the pools never exceed `budget`, so 1,000 database
+ * tenants never need 1,000 open connections. A pool starts with one connection and is granted one more
+ * (up to its size) only when a caller finds all of its connections leased, so a quiet tenant database
+ * holds one connection, not five, and forty of them fit the default budget instead of eight. Every
+ * lease uses one connection at a time, so the driver never opens more than a pool was granted. Idle
+ * pools are closed; when the budget is full the least recently used pool without a lease is closed to
+ * make room, and callers wait (up to `waitMs`) when every pool is busy.
  */
 export class PoolBudget {
   private readonly pools = new Map<string, PoolEntry>();
@@ -118,19 +124,29 @@ export class PoolBudget {
       if (this.closed) throw new TenantryError('CLOSED', 'This Tenantry instance has been closed.');
       const existing = this.pools.get(key);
       if (existing && !existing.closing) {
-        existing.leases++;
-        existing.lastUsed = Date.now();
-        // move to the most-recently-used end
-        this.pools.delete(key);
-        this.pools.set(key, existing);
-        return existing;
+        if (existing.leases >= existing.granted && existing.granted < existing.size) {
+          // every granted connection is leased: grow by one if the budget allows (evicting an idle pool)
+          while (this.used + 1 > this.budget && this.evictOne()) { /* evicted one idle pool */ }
+          if (this.used + 1 <= this.budget) {
+            existing.granted++;
+            this.used++;
+          }
+        }
+        if (existing.leases < existing.granted) {
+          existing.leases++;
+          existing.lastUsed = Date.now();
+          // move to the most-recently-used end
+          this.pools.delete(key);
+          this.pools.set(key, existing);
+          return existing;
+        }
       }
       if (!existing) {
-        while (this.used + size > this.budget && this.evictOne()) { /* evicted one idle pool */ }
-        if (this.used + size <= this.budget) {
-          const entry: PoolEntry = { key, sql: create(), size, leases: 1, lastUsed: Date.now(), closing: false };
+        while (this.used + 1 > this.budget && this.evictOne()) { /* evicted one idle pool */ }
+        if (this.used + 1 <= this.budget) {
+          const entry: PoolEntry = { key, sql: create(), size, granted: 1, leases: 1, lastUsed: Date.now(), closing: false };
           this.pools.set(key, entry);
-          this.used += size;
+          this.used += 1;
           return entry;
         }
       }
@@ -165,7 +181,7 @@ export class PoolBudget {
   private close(entry: PoolEntry): void {
     entry.closing = true;
     this.pools.delete(entry.key);
-    this.used -= entry.size;
+    this.used -= entry.granted;
     entry.sql.end({ timeout: 5 }).catch((err: unknown) => this.logger.warn({ err, pool: entry.key }, 'closing an idle pool failed'));
     this.wake();
   }
@@ -176,7 +192,7 @@ export class PoolBudget {
     if (!entry) return;
     entry.closing = true;
     this.pools.delete(key);
-    this.used -= entry.size;
+    this.used -= entry.granted;
     await entry.sql.end({ timeout: 5 }).catch(() => undefined);
     this.wake();
   }
