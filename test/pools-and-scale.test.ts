@@ -112,3 +112,40 @@ test('concurrent schema signups each claim a different pre-created schema, and t
     await sharedSu.end();
   }
 });
+
+/** Runs one transaction per entry at once, each waiting inside until all are inside (or `ms` pass). */
+async function allInsideAtOnce(ids: string[], ms: number): Promise<boolean> {
+  let inside = 0;
+  let release!: () => void;
+  const all = new Promise<void>((r) => { release = r; });
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; release(); }, ms);
+  let together = false;
+  await Promise.all(ids.map((id) => inst.tenantry.withTenant(id, async (sql) => {
+    await sql`select 1`;
+    if (++inside === ids.length && !timedOut) { together = true; release(); }
+    await all;
+  })));
+  clearTimeout(timer);
+  return together;
+}
+
+test('database pools start with one connection and grow on demand: as many tenant databases as the budget hold a transaction open at once', async () => {
+  const tenants = (await inst.tenantry.tenants.list({ isolation: 'database', limit: 500 })).items.slice(0, BUDGET);
+  assert.equal(tenants.length, BUDGET);
+  // each pool may grow to POOL (2) connections; had each reserved all of them from the budget, only
+  // BUDGET / POOL databases could be open at once and the others would wait for these to end
+  assert.ok(await allInsideAtOnce(tenants.map((t) => t.id), 10_000), `${BUDGET} tenant databases were not open at once within a budget of ${BUDGET}`);
+  const stats = inst.tenantry.poolStats();
+  assert.ok(stats.reserved <= BUDGET, `reserved ${stats.reserved} > budget ${BUDGET}`);
+});
+
+test('a busy database pool grows to its size: two transactions of one tenant run at once, a third waits within the pool size', async () => {
+  const [t] = (await inst.tenantry.tenants.list({ isolation: 'database', limit: 1 })).items;
+  assert.ok(await allInsideAtOnce([t!.id, t!.id], 10_000), 'the pool grew to a second connection');
+  const runtime = `${inst.namespace}_runtime`;
+  const [open] = await inst.su<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where usename = ${runtime} and datname = ${t!.placement.database}`;
+  assert.ok(open!.n <= POOL, `${open!.n} connections to one tenant database; the pool size is ${POOL}`);
+  // three at once cannot all be inside a pool of two
+  assert.equal(await allInsideAtOnce([t!.id, t!.id, t!.id], 1_000), false);
+});

@@ -117,8 +117,11 @@ export async function runInTenant<T>(core: Core, tenant: TransactionTenant, fn: 
     const conn = await pool.reserve();
     try {
       // BEGIN and the signed context go out without waiting for their replies: fn's first statement
-      // follows them on the same connection in the same round trip (postgres.js pipelines), and fails
-      // with them if they fail.
+      // follows them on the same connection (postgres.js pipelines), and fails with them if they fail.
+      // The context stays a bound parameter, never SQL text: every session of the runtime role sees the
+      // text of the others' statements in pg_stat_activity, so a context written into the text could be
+      // read from another tenant's transaction and replayed. (The price: postgres.js sends a statement
+      // with parameters as Parse/Describe and waits for the answer before Bind, one more round trip.)
       const setup = core.pooled
         ? [
           conn.unsafe(pinnedBegin()).execute(),
