@@ -101,7 +101,7 @@ export interface TenantryOptions {
   clock?: () => Date;
   /** Jobs one process runs at once (the job runner of `serve` and `worker`). Default: env TENANTRY_JOB_CONCURRENCY or 4. */
   jobConcurrency?: number;
-  /** Milliseconds between a job-running process's ticks (heartbeat, schedule, releasing a dead process's jobs). Default 5000. */
+  /** Milliseconds between a job-running process's ticks (heartbeat, schedule, releasing a dead process's jobs). Default: env TENANTRY_JOB_TICK_MS or 5000. */
   jobTickMs?: number;
   /** Seconds without a heartbeat after which a process's locked jobs are released for retry. Default: env TENANTRY_JOB_DEAD_AFTER_SECONDS or 30. */
   jobDeadAfterSeconds?: number;
@@ -265,6 +265,7 @@ export function envOptions(env: NodeJS.ProcessEnv = configuredEnv()): TenantryOp
   if (env.TENANTRY_PLANS) out.plans = env.TENANTRY_PLANS;
   if (env.TENANTRY_MAX_CONNECTIONS) out.maxConnections = intFromEnv('TENANTRY_MAX_CONNECTIONS', env.TENANTRY_MAX_CONNECTIONS);
   if (env.TENANTRY_JOB_CONCURRENCY) out.jobConcurrency = intFromEnv('TENANTRY_JOB_CONCURRENCY', env.TENANTRY_JOB_CONCURRENCY);
+  if (env.TENANTRY_JOB_TICK_MS) out.jobTickMs = intFromEnv('TENANTRY_JOB_TICK_MS', env.TENANTRY_JOB_TICK_MS);
   if (env.TENANTRY_JOB_DEAD_AFTER_SECONDS) out.jobDeadAfterSeconds = intFromEnv('TENANTRY_JOB_DEAD_AFTER_SECONDS', env.TENANTRY_JOB_DEAD_AFTER_SECONDS);
   if (env.TENANTRY_SCHEDULE) out.schedule = scheduleFromEnv(env.TENANTRY_SCHEDULE);
   if (env.TENANTRY_TRIAL_ENDING_DAYS) out.trialEndingDays = intFromEnv('TENANTRY_TRIAL_ENDING_DAYS', env.TENANTRY_TRIAL_ENDING_DAYS);

@@ -575,6 +575,11 @@ function parseJsonObject(value: string): Record<string, unknown> {
 /** `tenantry worker`: the job runner alone, until SIGTERM or SIGINT. */
 async function worker(schedule: boolean): Promise<void> {
   const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  // as serve: a fault of PostgreSQL or the network that escapes a handler (graphile-worker reports a
+  // failed job's update while PostgreSQL restarts as an unhandled rejection) is logged, never fatal
+  const keepRunning = (kind: string) => (err: unknown): void => { logger.error({ err }, `${kind}: the worker keeps running`); };
+  process.on('uncaughtException', keepRunning('uncaught exception'));
+  process.on('unhandledRejection', keepRunning('unhandled rejection'));
   const tenantry = await Tenantry.open({ logger });
   await tenantry.startJobs({ kind: 'worker', schedule });
   logger.info({ processId: tenantry.jobs.processId }, 'tenantry worker running');

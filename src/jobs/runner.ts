@@ -74,6 +74,8 @@ export class JobRunner {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private readonly workerIds = new Set<string>();
+  /** jobs running in this process now, by id */
+  private readonly active = new Set<string>();
   private scheduleOn = true;
   private kind = 'library';
   private onTick: (() => Promise<void>) | undefined;
@@ -98,7 +100,11 @@ export class JobRunner {
     this.onTick = opts.onTick;
     schedulePeriods(this.core); // a bad schedule fails the start, not a tick
     const events = new EventEmitter() as WorkerEvents;
+    // jobs are locked by the pool's id (batched fetching) or a worker's: both are this process's
+    events.on('pool:create', ({ workerPool }) => { this.workerIds.add(workerPool.id); });
     events.on('worker:create', ({ worker }) => { this.workerIds.add(worker.workerId); });
+    events.on('job:start', ({ job }) => { this.active.add(String(job.id)); });
+    events.on('job:complete', ({ job }) => { this.active.delete(String(job.id)); });
     const concurrency = opts.concurrency ?? this.core.opts.jobConcurrency;
     const taskList: TaskList = {};
     for (const name of JOB_NAMES) taskList[name] = this.task(name);
@@ -151,6 +157,20 @@ export class JobRunner {
         where seen_at < now() - make_interval(secs => ${this.core.opts.jobDeadAfterSeconds}) returning worker_ids`;
       const workers = rows.flatMap((r) => r.worker_ids);
       if (workers.length) await tx`select tenantry_jobs.force_unlock_workers(${workers}::text[])`;
+      // A job this process finished while PostgreSQL was away keeps its lock (graphile-worker could not
+      // record the outcome and gives up): locked by a live process that no longer runs it, it would
+      // wait four hours. Jobs (and their queues) locked by this process but not running here are released.
+      if (ids.length) {
+        const running = [...this.active];
+        await tx`
+          with j as (
+            update tenantry_jobs._private_jobs set locked_at = null, locked_by = null
+            where locked_by = any(${ids}::text[]) and not (id::text = any(${running}::text[])) and locked_at < now() - interval '5 seconds'
+            returning id)
+          update tenantry_jobs._private_job_queues q set locked_at = null, locked_by = null
+          where q.locked_by = any(${ids}::text[]) and q.locked_at < now() - interval '5 seconds'
+            and not exists (select 1 from tenantry_jobs._private_jobs r where r.job_queue_id = q.id and r.id::text = any(${running}::text[]))`;
+      }
       return workers;
     });
     if (dead.length) this.core.logger.warn({ workers: dead }, 'released the jobs of a job process that stopped beating; they will be retried');
