@@ -148,7 +148,11 @@ for (const name of EXAMPLES) {
 
       // the billing export has every debited metric
       const csv = await inst.tenantry.quotas.exportHistory('csv', { tenant: id });
-      for (const m of plans.metrics.filter((x) => x.kind !== 'gauge')) assert.match(csv, new RegExp(`,${slug},${m.name},\\d+$`, 'm'), `${m.name} in the export`);
+      for (const m of plans.metrics) assert.match(csv, new RegExp(`,${slug},${m.name},\\d+$`, 'm'), `${m.name} in the export`);
+      // a gauge's history is its peak of the day, not the sum of what was set
+      for (const m of plans.metrics.filter((x) => x.source === 'app')) {
+        assert.match(csv, new RegExp(`,${slug},${m.name},${limitOf(m.name) * m.scale}$`, 'm'), `${m.name}: the day's peak`);
+      }
 
       // OpenAPI lists the plan's names as enums
       const doc = (await call('GET', '/openapi.json')).body;

@@ -402,11 +402,19 @@ export class QuotaService {
     const tenant = await this.tenants.resolveForWork(idOrSlug);
     // the limit check and the write are one statement, as for debits
     const rows = await this.core.admin<{ used: string; limit_value: string }[]>`
-      with lim as (select tenantry_catalog.quota_limit(${tenant.id}, ${def.quota})::numeric * ${def.scale} as limit_value)
-      insert into tenantry_catalog.usage_counters (tenant_id, metric, used)
-      select ${tenant.id}, ${def.name}, ${value} from lim where ${value} <= lim.limit_value
-      on conflict (tenant_id, metric) do update set used = excluded.used, updated_at = now()
-      returning used, (select limit_value from lim)::text as limit_value`;
+      with lim as (select tenantry_catalog.quota_limit(${tenant.id}, ${def.quota})::numeric * ${def.scale} as limit_value
+      ), upd as (
+        insert into tenantry_catalog.usage_counters (tenant_id, metric, used)
+        select ${tenant.id}, ${def.name}, ${value} from lim where ${value} <= lim.limit_value
+        on conflict (tenant_id, metric) do update set used = excluded.used, updated_at = now()
+        returning used
+      ), hist as (
+        -- a gauge's history is its peak level of each day (exports take the peak of the period)
+        insert into tenantry_catalog.usage_daily (tenant_id, metric, day, amount)
+        select ${tenant.id}, ${def.name}, current_date, used from upd
+        on conflict (tenant_id, metric, day) do update set amount = greatest(usage_daily.amount, excluded.amount)
+      )
+      select used, (select limit_value from lim)::text as limit_value from upd`;
     if (rows[0]) return { metric: def.name as MetricName, used: Number(rows[0].used), limit: gaugeLimit(rows[0].limit_value), replayed: false };
     const [lim] = await this.core.admin<{ limit_value: string }[]>`select (tenantry_catalog.quota_limit(${tenant.id}, ${def.quota})::numeric * ${def.scale})::text as limit_value`;
     const limit = gaugeLimit(lim!.limit_value);
@@ -426,8 +434,11 @@ export class QuotaService {
     const sql = this.core.admin;
     const rows = await sql<{ tenant_id: string; slug: string; period: string; metric: string; amount: string }[]>`
       select d.tenant_id, t.slug, to_char(date_trunc(${period}, d.day), ${period === 'day' ? 'YYYY-MM-DD' : 'YYYY-MM'}) as period,
-             d.metric, sum(d.amount)::bigint as amount
+             d.metric,
+             -- debits add up over a period; a gauge's level does not: its peak in the period
+             (case when bool_or(m.kind = 'gauge') then max(d.amount) else sum(d.amount) end)::bigint as amount
       from tenantry_catalog.usage_daily d join tenantry_catalog.tenants t on t.id = d.tenant_id
+        left join tenantry_catalog.plan_metrics m on m.name = d.metric
       where true
         ${tenantId ? sql`and d.tenant_id = ${tenantId}` : sql``}
         ${metric ? sql`and d.metric = ${metric}` : sql``}
@@ -487,9 +498,15 @@ export class QuotaService {
     // recorded as the plans' measured-storage gauge, when they declare one
     const gauge = this.core.plans.plans.metrics.find((m) => m.kind === 'gauge' && m.source === 'storage');
     if (gauge) {
-      await this.core.admin`
-        insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${t.id}, ${gauge.name}, ${bytes})
-        on conflict (tenant_id, metric) do update set used = excluded.used, updated_at = now()`;
+      await this.core.admin.begin(async (tx) => {
+        await tx`
+          insert into tenantry_catalog.usage_counters (tenant_id, metric, used) values (${t.id}, ${gauge.name}, ${bytes})
+          on conflict (tenant_id, metric) do update set used = excluded.used, updated_at = now()`;
+        // the day's peak, for exports
+        await tx`
+          insert into tenantry_catalog.usage_daily (tenant_id, metric, day, amount) values (${t.id}, ${gauge.name}, current_date, ${bytes})
+          on conflict (tenant_id, metric, day) do update set amount = greatest(usage_daily.amount, excluded.amount)`;
+      });
     }
     return bytes;
   }
