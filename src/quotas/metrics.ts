@@ -1,6 +1,11 @@
 import { TenantryError } from '../errors.js';
 
-/** The quotas every tier defines (the keys of `tiers.quotas`). */
+/**
+ * The built-in agent platform's quota and metric names, as types and constants (the plans in force
+ * without a plan file: src/plans/builtin.ts). What is metered at run time is whatever the plans in
+ * the catalog declare (core.plans); these only give the built-in names their types.
+ */
+/** The quotas every built-in tier defines (the keys of `tiers.quotas`). */
 export const QUOTAS = [
   'max_agents', 'max_users', 'api_calls_per_minute', 'storage_gb', 'llm_tokens_per_day',
   'max_concurrent_agents', 'data_retention_days',
@@ -32,20 +37,6 @@ export const METRICS = {
   storage_bytes: { kind: 'gauge', quota: 'storage_gb', scale: 1_000_000_000 },
 } as const satisfies Record<string, MetricDef>;
 export type MetricName = keyof typeof METRICS;
-
-export function validateMetric(metric: unknown): MetricName {
-  if (typeof metric !== 'string' || !Object.hasOwn(METRICS, metric)) {
-    throw new TenantryError('INVALID_INPUT', `Unknown metric ${JSON.stringify(metric)}; use one of ${Object.keys(METRICS).join(', ')}.`, { metric });
-  }
-  return metric as MetricName;
-}
-
-export function validateQuotaName(quota: unknown): QuotaName {
-  if (typeof quota !== 'string' || !(QUOTAS as readonly string[]).includes(quota)) {
-    throw new TenantryError('INVALID_INPUT', `Unknown quota ${JSON.stringify(quota)}; use one of ${QUOTAS.join(', ')}.`, { quota });
-  }
-  return quota as QuotaName;
-}
 
 export function validateAmount(amount: unknown, what = 'amount'): number {
   if (typeof amount !== 'number' || !Number.isSafeInteger(amount) || amount < 1 || amount > 1e15) {
