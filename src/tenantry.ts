@@ -467,6 +467,18 @@ export class Tenantry {
     return runDoctor(this.core, opts);
   }
 
+  private probe: Sql | undefined;
+
+  /**
+   * One round trip to PostgreSQL on a connection of its own, for health probes: a probe queued behind
+   * busy pools would report an outage that is only load.
+   */
+  async ping(): Promise<void> {
+    this.assertOpen();
+    this.probe ??= connect(this.core.directUrl, { max: 1, idle_timeout: 10, connect_timeout: 5 });
+    await this.probe`select 1`;
+  }
+
   /** Whether the catalog is reachable and at this code's version (for readiness probes). */
   async ready(): Promise<{ ok: boolean; catalogVersion: number; expectedVersion: number }> {
     const v = await catalogVersions(this.core.admin);
@@ -518,6 +530,7 @@ export class Tenantry {
     await this.unlisten?.().catch(() => undefined);
     await this.core.pools.end();
     await Promise.all([this.core.sharedAdmin.end({ timeout: 5 }), this.core.admin.end({ timeout: 5 })]);
+    await this.probe?.end({ timeout: 1 }).catch(() => undefined);
     await this.embedded?.stop();
   }
 

@@ -108,7 +108,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const metrics = createMetrics(tenantry, { tenantLabels: deps.tenantLabels ?? false });
   app.decorateRequest('principal', null);
   app.decorateRequest('idempotency', null);
-  const health = new DatabaseHealth(() => tenantry.ready(), app.log);
+  const health = new DatabaseHealth(() => tenantry.ping(), app.log);
   app.decorate('health', health);
   app.addHook('onClose', async () => { health.stop(); });
   const sendProblem = (req: FastifyRequest, reply: import('fastify').FastifyReply, err: unknown): void => {
@@ -409,7 +409,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     // the plans are the same for every tenant (a price list, not a tenant's data): any key that may read
     const p = req.principal!;
     if (p.kind === 'tenant' && !p.permissions.includes('read')) throw new TenantryError('FORBIDDEN', `This API key lacks the "read" scope (it has: ${p.permissions.join(', ') || 'none'}).`);
-    const file = tenantry.plans.status();
+    // where the plan file lives on the server, and how it differs, is the operator's business
+    const file = p.kind === 'operator' ? tenantry.plans.status() : undefined;
     return { plans: tenantry.plans.document(), file: file ?? null };
   });
   app.put('/v1/plans', { schema: { tags: ['plans'], summary: 'Apply a plan file (refused when it would strand tenants or usage; dryRun: only the diff)', security: bearer, body: S.PutPlansBody, response: { 200: S.PlanDiffSchema, ...problemResponses } } }, async (req) => {
