@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark section, each comparing Tenantry with its baseline side by side in
  * this one process, printed as Markdown tables (medians and ratios). DATABASE_URL (a superuser URL)
- * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard,key-checks,chaos
+ * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard,key-checks,chaos,jobs
  * selects sections. Everything runs in throwaway installations removed at the end.
  */
 import { ensureServer, progress, type BenchContext } from './lib.js';
@@ -14,6 +14,7 @@ import { benchHttp } from './http.js';
 import { benchSqlGuard } from './sql-guard.js';
 import { benchKeyChecks } from './key-checks.js';
 import { benchChaos } from './chaos.js';
+import { benchJobs } from './jobs.js';
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   provisioning: benchProvisioning,
@@ -25,6 +26,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   'sql-guard': benchSqlGuard,
   'key-checks': benchKeyChecks,
   chaos: benchChaos,
+  jobs: benchJobs,
 };
 
 const only = (process.env.BENCH_ONLY ?? Object.keys(SECTIONS).join(',')).split(',').map((s) => s.trim()).filter(Boolean);
