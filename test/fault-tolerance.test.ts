@@ -33,7 +33,8 @@ before(async () => {
     adminKey: ADMIN,
     onProvisionStep: async (step, t) => { await failNext?.(step, t); },
   });
-  app = await buildServer({ tenantry: inst.tenantry, logLevel: 'silent' });
+  // a generous deadline: on a loaded machine a database-mode create must not meet it here
+  app = await buildServer({ tenantry: inst.tenantry, logLevel: 'silent', requestTimeoutMs: 120_000 });
   // routes that fail the way a driver or a slow database does, added only in this test
   app.get('/v1/fault/:code', async (req) => {
     const code = (req.params as { code: string }).code;
@@ -183,7 +184,9 @@ test('a debit whose answer was lost is applied once when retried with the same I
   assert.equal(usage.body.metrics.find((m: { metric: string }) => m.metric === 'llm_tokens').used, 7);
 });
 
-test('a provisioning whose rollback cannot finish answers 503 PROVISIONING_INCOMPLETE (never "rolled back"), doctor names it, and the background healer removes it', async () => {
+test('a provisioning whose rollback cannot finish answers 503 PROVISIONING_INCOMPLETE (never "rolled back"), doctor names it, and the background healer removes it', async (t) => {
+  // whatever happens below, the later tests get a catalog whose deletes work
+  t.after(() => inst.su.unsafe('drop trigger if exists test_block_delete on tenantry_catalog.tenants; drop function if exists tenantry_catalog.test_block_delete()'));
   const slug = `heal-${randomBytes(3).toString('hex')}`;
   let id: string | undefined;
   // the step fails, and the rollback's last write (deleting the catalog row) fails too, as it would
