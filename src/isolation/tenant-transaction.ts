@@ -4,6 +4,7 @@ import { connect, PINNED_SESSION, PINNED_LOCAL, pinnedBegin } from '../db/connec
 import { ident, literal } from '../identifiers.js';
 import { resetRoleDefaults, applyTenantRoleDefaults, cachedTenantRoleDefaults } from '../installation.js';
 import { terminateRoleSessions, type TenantPlacement } from './modes.js';
+import { makeOrmReady } from './orm-compat.js';
 
 /**
  * The tenant-scoped transaction: reserve a pooled connection, set the signed context, run the caller's
@@ -48,6 +49,8 @@ function asTransaction(conn: ReservedSql): TransactionSql {
       throw err;
     }
   };
+  // usable unmodified as the client of Drizzle and Kysely (orm-compat.ts)
+  makeOrmReady(conn, tx as TransactionSql & { savepoint: TransactionSql['savepoint'] });
   return tx;
 }
 
