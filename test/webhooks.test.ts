@@ -217,3 +217,29 @@ test('an unreachable endpoint fails each attempt and is marked failed once retri
   assert.ok(d.attempts.every((a) => a.statusCode === null && /ECONNREFUSED|connect/.test(String(a.error))));
   assert.ok(d.finishedAt);
 });
+
+test('every tenant event reaches the outbox with its change: lifecycle, tier, keys, members, quota at risk and exceeded', async () => {
+  const t = await inst.tenantry.tenants.create({ slug: 'wh-events', name: 'Events', tier: 'free' });
+  await inst.tenantry.webhooks.create({ tenant: t.id, url: `${base}/events` });
+  // a tenant's own endpoints go with its hard delete: its purge reaches installation-wide ones
+  await inst.tenantry.webhooks.create({ url: `${base}/purges`, events: ['tenant.purged'] });
+  await inst.tenantry.quotas.setOverrides(t.id, { llm_tokens_per_day: 100, max_users: 10 });
+  await inst.tenantry.quotas.increment(t.id, 'llm_tokens', 50);
+  await inst.tenantry.quotas.increment(t.id, 'llm_tokens', 40); // 90%: at risk
+  await inst.tenantry.quotas.increment(t.id, 'llm_tokens', 5); // still at risk, not again
+  await inst.tenantry.quotas.increment(t.id, 'llm_tokens', 5); // the limit: exceeded
+  const key = await inst.tenantry.keys.create(t.id, { name: 'hook-key' });
+  await inst.tenantry.keys.revoke(t.id, key.id);
+  const m = await inst.tenantry.members.add(t.id, { email: 'hook@example.com', role: 'member' });
+  await inst.tenantry.members.remove(t.id, m.userId);
+  await inst.tenantry.tenants.update(t.id, { tier: 'starter' });
+  await inst.tenantry.tenants.suspend(t.id, 'events');
+  await inst.tenantry.tenants.activate(t.id);
+  await inst.tenantry.tenants.delete(t.id);
+  await inst.tenantry.tenants.restore(t.id);
+  await inst.tenantry.tenants.delete(t.id);
+  await inst.tenantry.tenants.delete(t.id, { hard: true });
+  const types = (await inst.su<{ type: string }[]>`select type from tenantry_catalog.webhook_events where tenant_id = ${t.id} order by seq`).map((r) => r.type);
+  assert.deepEqual(types, ['quota.at_risk', 'quota.exceeded', 'key.created', 'key.revoked', 'member.added', 'member.removed', 'tenant.tier_changed',
+    'tenant.suspended', 'tenant.activated', 'tenant.deleted', 'tenant.restored', 'tenant.deleted', 'tenant.purged']);
+});
