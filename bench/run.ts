@@ -7,6 +7,7 @@
 import { ensureServer, progress, type BenchContext } from './lib.js';
 import { benchProvisioning } from './provisioning.js';
 import { benchWithTenant } from './with-tenant.js';
+import { benchConnections } from './connections.js';
 import { benchMigrations } from './migrations.js';
 import { benchGovernance } from './governance.js';
 import { benchPlans } from './plans.js';
@@ -19,6 +20,7 @@ import { benchJobs } from './jobs.js';
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   provisioning: benchProvisioning,
   'with-tenant': benchWithTenant,
+  connections: benchConnections,
   migrations: benchMigrations,
   governance: benchGovernance,
   plans: benchPlans,
