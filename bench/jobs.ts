@@ -110,7 +110,7 @@ create index events_created_idx on events (tenant_id, created_at);
         await tenantry.withTenant(t.id, (tx) => tx`
           insert into events (payload, created_at)
           select md5(g::text), now() - case when g % 2 = 0 then interval '60 days' else interval '1 day' end
-          from generate_series(${from + 1}, ${from + n}) g`);
+          from generate_series(${from + 1}::int, ${from + n}::int) g`);
       }
       await tenantry.withTenant(t.id, (tx) => tx`analyze events`);
       return t.id;

@@ -239,7 +239,8 @@ test('every tenant event reaches the outbox with its change: lifecycle, tier, ke
   await inst.tenantry.tenants.restore(t.id);
   await inst.tenantry.tenants.delete(t.id);
   await inst.tenantry.tenants.delete(t.id, { hard: true });
-  const types = (await inst.su<{ type: string }[]>`select type from tenantry_catalog.webhook_events where tenant_id = ${t.id} order by seq`).map((r) => r.type);
+  // (tenant.created went out before this test's endpoints existed: an earlier test's endpoint listens for it)
+  const types = (await inst.su<{ type: string }[]>`select type from tenantry_catalog.webhook_events where tenant_id = ${t.id} order by seq`).map((r) => r.type).filter((x) => x !== 'tenant.created');
   assert.deepEqual(types, ['quota.at_risk', 'quota.exceeded', 'key.created', 'key.revoked', 'member.added', 'member.removed', 'tenant.tier_changed',
     'tenant.suspended', 'tenant.activated', 'tenant.deleted', 'tenant.restored', 'tenant.deleted', 'tenant.purged']);
 });
