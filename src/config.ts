@@ -46,6 +46,8 @@ export interface TenantryOptions {
   namespace?: string;
   /** Folder of numbered `.sql` tenant migrations. Default: env TENANTRY_TENANT_MIGRATIONS or the built-in agent-platform example. */
   tenantMigrations?: string;
+  /** Folder where tenant backups are kept (the local backup store). Default: env TENANTRY_BACKUP_DIR or `<dataDir>/backups`. */
+  backupDir?: string;
   /** Upper bound on runtime connections held open across all tenant pools. Default: env TENANTRY_MAX_CONNECTIONS or 40. */
   maxConnections?: number;
   /** Connections per database pool (shared database, each tenant database). Default 5, capped by maxConnections. */
@@ -139,6 +141,7 @@ export interface ResolvedOptions {
   embeddedPort: number;
   namespace: string;
   tenantMigrations: string;
+  backupDir: string;
   maxConnections: number;
   poolSize: number;
   idleTimeoutSeconds: number;
@@ -251,6 +254,7 @@ export function envOptions(env: NodeJS.ProcessEnv = configuredEnv()): TenantryOp
   if (env.TENANTRY_EMBEDDED_PORT) out.embeddedPort = intFromEnv('TENANTRY_EMBEDDED_PORT', env.TENANTRY_EMBEDDED_PORT);
   if (env.TENANTRY_NAMESPACE) out.namespace = env.TENANTRY_NAMESPACE;
   if (env.TENANTRY_TENANT_MIGRATIONS) out.tenantMigrations = env.TENANTRY_TENANT_MIGRATIONS;
+  if (env.TENANTRY_BACKUP_DIR) out.backupDir = env.TENANTRY_BACKUP_DIR;
   if (env.TENANTRY_ADMIN_KEY) out.adminKey = env.TENANTRY_ADMIN_KEY;
   if (env.TENANTRY_AUTH_FAILURES_PER_ADDRESS) out.authFailuresPerAddress = intFromEnv('TENANTRY_AUTH_FAILURES_PER_ADDRESS', env.TENANTRY_AUTH_FAILURES_PER_ADDRESS);
   if (env.TENANTRY_AUTH_FAILURES_PER_KEY) out.authFailuresPerKey = intFromEnv('TENANTRY_AUTH_FAILURES_PER_KEY', env.TENANTRY_AUTH_FAILURES_PER_KEY);
@@ -335,6 +339,7 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     embeddedPort: positiveInt('embeddedPort (TENANTRY_EMBEDDED_PORT)', merged.embeddedPort ?? 54329, 1, 65535),
     namespace,
     tenantMigrations: path.resolve(merged.tenantMigrations ?? EXAMPLE_TENANT_MIGRATIONS_DIR),
+    backupDir: path.resolve(merged.backupDir ?? path.join(merged.dataDir ?? '.tenantry', 'backups')),
     maxConnections,
     poolSize: Math.min(positiveInt('poolSize', merged.poolSize ?? 5, 1, 1000), maxConnections),
     idleTimeoutSeconds: positiveInt('idleTimeoutSeconds', merged.idleTimeoutSeconds ?? 30, 1, 86_400),

@@ -52,6 +52,11 @@ export const ERROR_CODES = {
   WEBHOOK_NOT_FOUND: { status: 404, title: 'Webhook endpoint not found' },
   WEBHOOK_SIGNATURE_INVALID: { status: 401, title: 'The webhook signature does not verify' },
   JOB_UNKNOWN: { status: 400, title: 'Unknown job' },
+  BACKUP_NOT_FOUND: { status: 404, title: 'Backup not found' },
+  BACKUP_INVALID: { status: 422, title: 'The backup is corrupted, truncated or tampered with; nothing was restored' },
+  BACKUP_TOO_NEW: { status: 409, title: 'The backup was taken at a newer tenant migration version than this installation has' },
+  RESTORE_CONFIRMATION_REQUIRED: { status: 400, title: 'Restoring over a tenant replaces its data: confirm it' },
+  TENANT_MOVING: { status: 409, title: 'The tenant is being moved; writes are refused for a moment, retry shortly' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

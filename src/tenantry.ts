@@ -45,6 +45,8 @@ import { JobRunner, installJobSchema } from './jobs/runner.js';
 import { LifecycleService } from './lifecycle/lifecycle.js';
 import { RetentionService, ensureAuditPurge } from './retention/retention.js';
 import { WebhookService } from './webhooks/webhooks.js';
+import { BackupService } from './backup/backup.js';
+import { LocalBackupStore } from './backup/store.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 
@@ -86,6 +88,8 @@ export class Tenantry {
   readonly retention: RetentionService;
   /** webhook endpoints and deliveries (events leave through the outbox) */
   readonly webhooks: WebhookService;
+  /** per-tenant backups, restores, clones and exports (issue #14) */
+  readonly backups: BackupService;
   /** the job runner (graphile-worker): `serve` and `tenantry worker` start it */
   readonly jobs: JobRunner;
   private closed = false;
@@ -131,6 +135,7 @@ export class Tenantry {
     this.lifecycle = checkingInputs(new LifecycleService(core, this.tenants));
     this.retention = checkingInputs(new RetentionService(core));
     this.webhooks = checkingInputs(new WebhookService(core, this.tenants));
+    this.backups = checkingInputs(new BackupService(core, this.tenants, new LocalBackupStore(core.opts.backupDir)));
     this.jobs = new JobRunner(core, { quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks });
     // provisionings whose rollback could not finish, and rows abandoned by processes that died: a
     // timer with a lock until this process runs the job runner (startJobs), whose schedule then sweeps

@@ -49,6 +49,11 @@ export class ContextSigner {
     return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
   }
 
+  /** A key for one purpose (e.g. signing backup manifests), derived from the installation secret. */
+  purposeKey(purpose: string): Buffer {
+    return derive(this.secret, `purpose:${purpose}`);
+  }
+
   /** Password of a Tenantry login role, derived so that no per-role secret needs storing. */
   rolePassword(roleName: string): string {
     return derive(this.secret, `role-password:${roleName}`).toString('base64url');

@@ -1,4 +1,5 @@
 import type { Sql, TransactionSql } from 'postgres';
+import { listTenantTables, enterTenantWalls, exportTableRows, stageTableRows, insertStagedRows, type TenantTable, type TenantColumn } from './tenant-rows.js';
 import type { Core } from '../core.js';
 import { latestVersion } from '../core.js';
 import { ident, literal, tenantObjectNames } from '../identifiers.js';
@@ -7,9 +8,14 @@ import type { Isolation } from '../tenants/model.js';
 import { migrateTarget, POOLED_SCHEMA, DATABASE_MODE_SCHEMA, CONTEXT_SCHEMA } from './data-plane.js';
 import { cachedTenantRoleDefaults } from '../installation.js';
 
+/** The server a placement lives on: today always the one server Tenantry is configured with. */
+export const DEFAULT_SERVER = 'default';
+
 export interface TenantPlacement {
   id: string;
   isolation: Isolation;
+  /** the server holding the database (a later fleet of servers is rows of the catalog, not a rewrite) */
+  server: string;
   database: string;
   schema: string;
   role: string;
@@ -30,11 +36,58 @@ export interface IsolationStrategy {
   migrate(core: Core, t: TenantPlacement): Promise<number>;
   /** removes the tenant's rows, schema or database; safe to run on a half-created tenant */
   remove(core: Core, t: TenantPlacement): Promise<void>;
+  /**
+   * A transaction as the configured user on the database holding the tenant's rows. `walls()` then
+   * sets the owner role and the tenant's signed context for the rest of it: from there on the
+   * policies confine every statement to this tenant. (Before walls(): temporary staging tables.)
+   */
+  openTransaction<T>(core: Core, t: TenantPlacement, fn: (tx: TransactionSql, walls: () => Promise<void>) => Promise<T>): Promise<T>;
+  /** the tenant tables of the placement, parents before children */
+  listTenantTables(tx: TransactionSql, t: TenantPlacement): Promise<TenantTable[]>;
+  /** inside the walls: the tenant's rows of one table, COPY text */
+  exportRows(tx: TransactionSql, t: TenantPlacement, table: TenantTable): Promise<Buffer>;
+  /** before the walls: stages COPY text rows; inside them: insertStagedRows moves them in */
+  importRows(core: Core, tx: TransactionSql, t: TenantPlacement, table: TenantTable, columns: TenantColumn[], data: Buffer, stage: string): Promise<void>;
+  /** bytes the tenant's data takes */
+  measureStorage(core: Core, t: TenantPlacement): Promise<number>;
+  /** what is missing of the placement (empty when whole) */
+  check(core: Core, t: TenantPlacement): Promise<string[]>;
 }
+
+/** The row-level half of the seam, identical in every mode but for the connection it runs on. */
+function rowSeam(on: (core: Core, t: TenantPlacement) => { sql: Sql; release(): Promise<void> }): Pick<IsolationStrategy, 'openTransaction' | 'listTenantTables' | 'exportRows' | 'importRows'> {
+  return {
+    openTransaction: async (core, t, fn) => {
+      const conn = on(core, t);
+      try {
+        return await conn.sql.begin((tx) => fn(tx, () => enterTenantWalls(tx, core.roles.owner, core.signer.sign(t.id, t.isolation), t.schema))) as never;
+      } finally {
+        await conn.release();
+      }
+    },
+    listTenantTables: (tx, t) => listTenantTables(tx, t.schema),
+    exportRows: (tx, t, table) => exportTableRows(tx, t.schema, table),
+    importRows: (core, tx, _t, _table, columns, data, stage) => stageTableRows(tx, columns, data, stage, core.roles.owner),
+  };
+}
+
+const onShared = (core: Core): { sql: Sql; release(): Promise<void> } => ({ sql: core.sharedAdmin, release: async () => {} });
 
 const pooled: IsolationStrategy = {
   mode: 'pooled',
-  placementFor: (core, id) => ({ id, isolation: 'pooled', database: core.sharedDatabase, schema: POOLED_SCHEMA, role: tenantObjectNames(core.namespace, id).role }),
+  placementFor: (core, id) => ({ id, isolation: 'pooled', server: DEFAULT_SERVER, database: core.sharedDatabase, schema: POOLED_SCHEMA, role: tenantObjectNames(core.namespace, id).role }),
+  ...rowSeam(onShared),
+  measureStorage: (core, t) => core.sharedAdmin.begin(async (tx) => {
+    // the bytes of its rows in the shared tables, counted inside its walls
+    await enterTenantWalls(tx, core.roles.owner, core.signer.sign(t.id, 'pooled'), POOLED_SCHEMA);
+    let total = 0;
+    for (const table of await listTenantTables(tx, POOLED_SCHEMA)) {
+      const [r] = await tx.unsafe<{ n: string }[]>(`select coalesce(sum(pg_column_size(x.*)), 0)::bigint as n from ${ident(POOLED_SCHEMA)}.${ident(table.name)} x`);
+      total += Number(r!.n);
+    }
+    return total;
+  }),
+  check: async (core) => (await schemaExists(core.sharedAdmin, POOLED_SCHEMA)) ? [] : [`the shared schema ${POOLED_SCHEMA} is missing`],
   group: (core) => core.roles.pooledGroup,
   place: async () => {},
   // the shared tables are migrated once for all pooled tenants, when Tenantry opens
@@ -52,8 +105,17 @@ const schema: IsolationStrategy = {
   mode: 'schema',
   placementFor: (core, id) => {
     const n = tenantObjectNames(core.namespace, id);
-    return { id, isolation: 'schema', database: core.sharedDatabase, schema: n.schema, role: n.role };
+    return { id, isolation: 'schema', server: DEFAULT_SERVER, database: core.sharedDatabase, schema: n.schema, role: n.role };
   },
+  ...rowSeam(onShared),
+  measureStorage: async (core, t) => {
+    const [r] = await core.sharedAdmin<{ n: string }[]>`
+      select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint as n
+      from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = ${t.schema} and c.relkind in ('r', 'p', 'm')`;
+    return Number(r!.n);
+  },
+  check: async (core, t) => (await schemaExists(core.sharedAdmin, t.schema)) ? [] : [`schema ${t.schema} is missing`],
   group: (core) => core.roles.schemaGroup,
   place: async (core, t) => {
     // a pre-created, pre-migrated schema when the pool has one; else a new one
@@ -80,8 +142,17 @@ const database: IsolationStrategy = {
   mode: 'database',
   placementFor: (core, id) => {
     const n = tenantObjectNames(core.namespace, id);
-    return { id, isolation: 'database', database: n.database, schema: DATABASE_MODE_SCHEMA, role: n.role };
+    return { id, isolation: 'database', server: DEFAULT_SERVER, database: n.database, schema: DATABASE_MODE_SCHEMA, role: n.role };
   },
+  ...rowSeam((core, t) => {
+    const sql = core.adminTo(t.database, 1);
+    return { sql, release: () => sql.end({ timeout: 5 }) };
+  }),
+  measureStorage: async (core, t) => {
+    const [r] = await core.admin<{ n: string }[]>`select pg_database_size(${t.database})::bigint as n`;
+    return Number(r!.n);
+  },
+  check: async (core, t) => (await core.admin`select 1 from pg_database where datname = ${t.database}`).length > 0 ? [] : [`database ${t.database} is missing`],
   group: (core) => core.roles.databaseGroup,
   place: async (core, t) => {
     await cloneTemplate(core, t.database);
@@ -98,6 +169,15 @@ const database: IsolationStrategy = {
 };
 
 export const STRATEGIES: Record<Isolation, IsolationStrategy> = { pooled, schema, database };
+
+/** A tenant's placement from its catalog row (the server it names included). */
+export function placementOf(row: { id: string; isolation: Isolation; server_name?: string; database_name: string; schema_name: string; role_name: string }): TenantPlacement {
+  return { id: row.id, isolation: row.isolation, server: row.server_name ?? DEFAULT_SERVER, database: row.database_name, schema: row.schema_name, role: row.role_name };
+}
+
+async function schemaExists(sql: Sql, name: string): Promise<boolean> {
+  return (await sql`select 1 from pg_namespace where nspname = ${name}`).length > 0;
+}
 
 /**
  * CREATE DATABASE ... TEMPLATE fails with 55006 while any session is connected to the template

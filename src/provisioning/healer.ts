@@ -144,7 +144,7 @@ async function pass(core: Core, s: HealerState, sweep: boolean): Promise<void> {
       for (const row of stuck) {
         if (s.pending.has(row.id)) continue;
         await healProvisioning(core, {
-          placement: { id: row.id, isolation: row.isolation, database: row.database_name, schema: row.schema_name, role: row.role_name },
+          placement: { id: row.id, isolation: row.isolation, server: row.server_name ?? 'default', database: row.database_name, schema: row.schema_name, role: row.role_name },
           slug: row.slug, actor: core.opts.actor, requestId: undefined, reason: 'abandoned by a process that stopped',
         }, 'tenant.provisioning_repaired');
         core.logger.info({ tenantId: row.id, slug: row.slug }, 'removed a provisioning abandoned by a stopped process');

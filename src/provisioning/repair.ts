@@ -69,7 +69,7 @@ export async function repairUnlocked(core: Core, opts: { olderThanSeconds?: numb
     select * from tenantry_catalog.tenants
     where status = 'provisioning' and updated_at < now() - make_interval(secs => ${olderThan})`;
   for (const row of stuck) {
-    await teardownTenantObjects(core, { id: row.id, isolation: row.isolation, database: row.database_name, schema: row.schema_name, role: row.role_name });
+    await teardownTenantObjects(core, { id: row.id, isolation: row.isolation, server: row.server_name ?? 'default', database: row.database_name, schema: row.schema_name, role: row.role_name });
     await core.admin.begin(async (tx) => {
       await tx`delete from tenantry_catalog.tenants where id = ${row.id} and status = 'provisioning'`;
       await appendAudit(tx, {

@@ -2,12 +2,11 @@ import { randomUUID } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
 import { TenantryError } from '../errors.js';
-import { ident } from '../identifiers.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
 import type { TenantService } from '../tenants/tenants.js';
 import type { Tenant } from '../tenants/model.js';
 import { validateTier, type Tier } from '../tenants/model.js';
-import { POOLED_SCHEMA } from '../isolation/data-plane.js';
+import { STRATEGIES } from '../isolation/modes.js';
 import { validateAmount, validateLimit, type QuotaName } from './metrics.js';
 import type { WindowUnit } from '../plans/plan-file.js';
 import { loadPlans, toLimit, UNLIMITED_SQL as UNLIMITED } from '../plans/state.js';
@@ -470,31 +469,8 @@ export class QuotaService {
    */
   async refreshStorage(idOrSlug: string): Promise<number> {
     const t = await this.tenants.get(idOrSlug);
-    let bytes: number;
-    if (t.isolation === 'database') {
-      const [r] = await this.core.admin<{ n: string }[]>`select pg_database_size(${t.placement.database})::bigint as n`;
-      bytes = Number(r!.n);
-    } else if (t.isolation === 'schema') {
-      const [r] = await this.core.sharedAdmin<{ n: string }[]>`
-        select coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint as n
-        from pg_class c join pg_namespace n on n.oid = c.relnamespace
-        where n.nspname = ${t.placement.schema} and c.relkind in ('r', 'p', 'm')`;
-      bytes = Number(r!.n);
-    } else {
-      bytes = await this.core.sharedAdmin.begin(async (tx) => {
-        await tx.unsafe(`set local role ${ident(this.core.roles.owner)}`);
-        await tx`select set_config('tenantry.ctx', ${this.core.signer.sign(t.id, 'pooled')}, true)`;
-        const tables = await tx<{ relname: string }[]>`
-          select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
-          where n.nspname = ${POOLED_SCHEMA} and c.relkind in ('r', 'p') and c.relrowsecurity`;
-        let total = 0;
-        for (const { relname } of tables) {
-          const [r] = await tx.unsafe<{ n: string }[]>(`select coalesce(sum(pg_column_size(x.*)), 0)::bigint as n from ${ident(POOLED_SCHEMA)}.${ident(relname)} x`);
-          total += Number(r!.n);
-        }
-        return total;
-      });
-    }
+    // measured by the tenant's isolation mode (database size, schema relations, or its pooled rows' bytes)
+    const bytes = await STRATEGIES[t.isolation].measureStorage(this.core, { ...t.placement, id: t.id, isolation: t.isolation });
     // recorded as the plans' measured-storage gauge, when they declare one
     const gauge = this.core.plans.plans.metrics.find((m) => m.kind === 'gauge' && m.source === 'storage');
     if (gauge) {

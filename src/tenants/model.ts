@@ -26,8 +26,8 @@ export interface Tenant {
   deletedAt: Date | null;
   /** the tenant migration version its tables are at */
   schemaVersion: number;
-  /** where its rows live; names derived from the id only */
-  placement: { database: string; schema: string; role: string };
+  /** where its rows live: the server (today always 'default') and names derived from the id only */
+  placement: { server: string; database: string; schema: string; role: string };
 }
 
 export interface TenantRow {
@@ -41,6 +41,8 @@ export interface TenantRow {
   database_name: string;
   schema_name: string;
   role_name: string;
+  /** the server the placement names ('default' until a fleet of servers is configured) */
+  server_name?: string;
   metadata: Record<string, unknown>;
   trial_ends_at: Date | null;
   suspended_reason: string | null;
@@ -65,7 +67,7 @@ export function toTenant(r: TenantRow): Tenant {
     updatedAt: r.updated_at,
     deletedAt: r.deleted_at,
     schemaVersion: r.schema_version,
-    placement: { database: r.database_name, schema: r.schema_name, role: r.role_name },
+    placement: { server: r.server_name ?? 'default', database: r.database_name, schema: r.schema_name, role: r.role_name },
   };
 }
 
