@@ -48,6 +48,12 @@ export interface TenantryOptions {
   tenantMigrations?: string;
   /** Folder where tenant backups are kept (the local backup store). Default: env TENANTRY_BACKUP_DIR or `<dataDir>/backups`. */
   backupDir?: string;
+  /**
+   * Keep backups in an S3-compatible bucket instead of backupDir. Default: env TENANTRY_BACKUP_S3_BUCKET,
+   * TENANTRY_BACKUP_S3_PREFIX, TENANTRY_BACKUP_S3_ENDPOINT, TENANTRY_BACKUP_S3_REGION; credentials from
+   * the AWS SDK's own chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, profiles).
+   */
+  backupS3?: { bucket: string; prefix?: string; endpoint?: string; region?: string };
   /** Upper bound on runtime connections held open across all tenant pools. Default: env TENANTRY_MAX_CONNECTIONS or 40. */
   maxConnections?: number;
   /** Connections per database pool (shared database, each tenant database). Default 5, capped by maxConnections. */
@@ -142,6 +148,7 @@ export interface ResolvedOptions {
   namespace: string;
   tenantMigrations: string;
   backupDir: string;
+  backupS3: { bucket: string; prefix?: string; endpoint?: string; region?: string } | undefined;
   maxConnections: number;
   poolSize: number;
   idleTimeoutSeconds: number;
@@ -255,6 +262,9 @@ export function envOptions(env: NodeJS.ProcessEnv = configuredEnv()): TenantryOp
   if (env.TENANTRY_NAMESPACE) out.namespace = env.TENANTRY_NAMESPACE;
   if (env.TENANTRY_TENANT_MIGRATIONS) out.tenantMigrations = env.TENANTRY_TENANT_MIGRATIONS;
   if (env.TENANTRY_BACKUP_DIR) out.backupDir = env.TENANTRY_BACKUP_DIR;
+  if (env.TENANTRY_BACKUP_S3_BUCKET) {
+    out.backupS3 = { bucket: env.TENANTRY_BACKUP_S3_BUCKET, prefix: env.TENANTRY_BACKUP_S3_PREFIX, endpoint: env.TENANTRY_BACKUP_S3_ENDPOINT, region: env.TENANTRY_BACKUP_S3_REGION };
+  }
   if (env.TENANTRY_ADMIN_KEY) out.adminKey = env.TENANTRY_ADMIN_KEY;
   if (env.TENANTRY_AUTH_FAILURES_PER_ADDRESS) out.authFailuresPerAddress = intFromEnv('TENANTRY_AUTH_FAILURES_PER_ADDRESS', env.TENANTRY_AUTH_FAILURES_PER_ADDRESS);
   if (env.TENANTRY_AUTH_FAILURES_PER_KEY) out.authFailuresPerKey = intFromEnv('TENANTRY_AUTH_FAILURES_PER_KEY', env.TENANTRY_AUTH_FAILURES_PER_KEY);
@@ -340,6 +350,7 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     namespace,
     tenantMigrations: path.resolve(merged.tenantMigrations ?? EXAMPLE_TENANT_MIGRATIONS_DIR),
     backupDir: path.resolve(merged.backupDir ?? path.join(merged.dataDir ?? '.tenantry', 'backups')),
+    backupS3: merged.backupS3,
     maxConnections,
     poolSize: Math.min(positiveInt('poolSize', merged.poolSize ?? 5, 1, 1000), maxConnections),
     idleTimeoutSeconds: positiveInt('idleTimeoutSeconds', merged.idleTimeoutSeconds ?? 30, 1, 86_400),

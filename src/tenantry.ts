@@ -47,6 +47,7 @@ import { RetentionService, ensureAuditPurge } from './retention/retention.js';
 import { WebhookService } from './webhooks/webhooks.js';
 import { BackupService } from './backup/backup.js';
 import { LocalBackupStore } from './backup/store.js';
+import { S3BackupStore } from './backup/s3-store.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 
@@ -135,7 +136,8 @@ export class Tenantry {
     this.lifecycle = checkingInputs(new LifecycleService(core, this.tenants));
     this.retention = checkingInputs(new RetentionService(core));
     this.webhooks = checkingInputs(new WebhookService(core, this.tenants));
-    this.backups = checkingInputs(new BackupService(core, this.tenants, new LocalBackupStore(core.opts.backupDir)));
+    this.backups = checkingInputs(new BackupService(core, this.tenants,
+      core.opts.backupS3 ? new S3BackupStore(core.opts.backupS3) : new LocalBackupStore(core.opts.backupDir)));
     this.jobs = new JobRunner(core, { quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks });
     // provisionings whose rollback could not finish, and rows abandoned by processes that died: a
     // timer with a lock until this process runs the job runner (startJobs), whose schedule then sweeps
