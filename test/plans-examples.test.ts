@@ -42,7 +42,7 @@ test('the shipped JSON Schema (schemas/tenantry.plans.schema.json) accepts every
 });
 
 for (const name of EXAMPLES) {
-  test(`${name}: applied through PUT /v1/plans, every metric kind debits, refuses, resets, and shows in the summary, the export and OpenAPI`, { timeout: 120_000 }, async () => {
+  test(`${name}: applied through PUT /v1/plans, every metric kind debits, refuses, resets, and shows in the summary, the export and OpenAPI`, { timeout: 400_000 }, async () => {
     const admin = `op_${randomBytes(18).toString('hex')}`;
     const inst = await freshInstallation({ adminKey: admin });
     const app = await buildServer({ tenantry: inst.tenantry, logLevel: 'silent' });

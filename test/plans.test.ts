@@ -307,7 +307,7 @@ test('opening Tenantry with a plan file that differs reports it and applies noth
   await inst.tenantry.plans.apply(example('hackathon-platform'));
 });
 
-test('plans types: the generated .d.ts makes increment(tenant, "participants", 1) type-check and a misspelt metric fail (tsc)', { timeout: 180_000 }, async () => {
+test('plans types: the generated .d.ts makes increment(tenant, "participants", 1) type-check and a misspelt metric fail (tsc)', { timeout: 400_000 }, async () => {
   const dts = inst.tenantry.plans.types(example('hackathon-platform'), 'examples/plans/hackathon-platform.json');
   assert.match(dts, /debitMetric: "events" \| "participants" \| "admins" \| "emails";/);
   assert.match(dts, /tier: "free" \| "starter" \| "professional" \| "enterprise";/);
@@ -337,7 +337,7 @@ test('plans types: the generated .d.ts makes increment(tenant, "participants", 1
       },
       files: ['use.ts', 'tenantry-plans.d.ts'],
     }));
-    const r = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', dir], { encoding: 'utf8', timeout: 170_000 });
+    const r = spawnSync(path.join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', dir], { encoding: 'utf8', timeout: 390_000 });
     const errors = r.stdout.split('\n').filter((l) => l.includes('use.ts('));
     assert.equal(errors.length, 2, r.stdout + r.stderr);
     assert.match(errors[0]!, /use\.ts\(9,\d+\): error TS2345: Argument of type '"partcipants"'/);
@@ -347,11 +347,12 @@ test('plans types: the generated .d.ts makes increment(tenant, "participants", 1
   }
 });
 
-test('the CLI: plans diff (exit 4 on a refusal), plans apply refused then --move-tenants, plans show, plans types', { timeout: 180_000 }, async () => {
+test('the CLI: plans diff (exit 4 on a refusal), plans apply refused then --move-tenants, plans show, plans types', { timeout: 900_000 }, async () => {
   const run = (args: string[]): { code: number | null; stdout: string; stderr: string } => {
     const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: inst.adminUrl, TENANTRY_NAMESPACE: inst.namespace, LOG_LEVEL: 'silent' };
     for (const k of ['NODE_TEST_CONTEXT', 'TENANTRY_ADMIN_KEY', 'TENANTRY_PLANS']) delete env[k];
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+    // each run starts a process that compiles the CLI and opens Tenantry: slow on a loaded machine
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 150_000 });
     return { code: r.status, stdout: r.stdout, stderr: r.stderr };
   };
   const dir = mkdtempSync(path.join(tmpdir(), 'tenantry-plans-cli-'));
