@@ -230,3 +230,20 @@ test('attack: the audit purge exception cannot be used directly to delete an ent
   }
   assert.ok((await inst.tenantry.verifyAudit(t.id)).ok);
 });
+
+test('expiry.purge removes expired idempotency records, leases and long-dead invitations, and nothing still live', async () => {
+  offset = 0;
+  const t = await inst.tenantry.tenants.create({ slug: 'expiry', name: 'Expiry', tier: 'enterprise' });
+  await inst.su`insert into tenantry_catalog.http_idempotency (principal, idempotency_key, method, path, body_sha256, created_at)
+                values ('operator', 'old', 'POST', '/v1/tenants', 'x', now() - interval '2 days'), ('operator', 'fresh', 'POST', '/v1/tenants', 'x', now())`;
+  await inst.su`insert into tenantry_catalog.usage_leases (id, tenant_id, metric, expires_at)
+                values (gen_random_uuid(), ${t.id}, 'concurrent_agents', now() - interval '1 minute'), (gen_random_uuid(), ${t.id}, 'concurrent_agents', now() + interval '1 hour')`;
+  const old = await inst.tenantry.members.invite(t.id, { email: 'old@example.com', role: 'member' });
+  const live = await inst.tenantry.members.invite(t.id, { email: 'live@example.com', role: 'member' });
+  await inst.su`update tenantry_catalog.invitations set expires_at = now() - interval '8 days' where id = ${old.invitation.id}`;
+  const r = await inst.tenantry.jobs.runNow('expiry.purge') as Record<string, number>;
+  assert.deepEqual([r.httpIdempotency, r.leases, r.invitations], [1, 1, 1]);
+  assert.deepEqual((await inst.su<{ k: string }[]>`select idempotency_key as k from tenantry_catalog.http_idempotency`).map((x) => x.k), ['fresh']);
+  assert.equal((await inst.su`select 1 from tenantry_catalog.usage_leases where tenant_id = ${t.id}`).length, 1);
+  assert.deepEqual((await inst.su<{ id: string }[]>`select id from tenantry_catalog.invitations where tenant_id = ${t.id}`).map((x) => x.id), [live.invitation.id]);
+});
