@@ -16,6 +16,7 @@ import { IdempotencyStore, SECRET_NOT_REPLAYED } from '../idempotency/idempotenc
 import { DatabaseHealth, installDeadline, withRetries } from './resilience.js';
 import { createHash } from 'node:crypto';
 import { createMetrics } from './metrics.js';
+import { authenticateToken, authorizeTenant, bearerToken, requireOperator, resolveRequestTenant } from '../keys/authorize.js';
 import * as S from './schemas.js';
 import { completeOpenApi, openapiRefResolver } from './openapi.js';
 import { PACKAGE_VERSION } from '../config.js';
@@ -32,9 +33,8 @@ export interface ServerDeps {
   requestTimeoutMs?: number;
 }
 
-type Principal =
-  | { kind: 'operator' }
-  | { kind: 'tenant'; tenant: Tenant; keyId: string; permissions: Scope[]; authority: KeyAuthority };
+// who may do what lives in the library (src/keys/authorize.ts), shared with the app plugins and the CLI
+type Principal = import('../keys/authorize.js').Principal;
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -248,43 +248,17 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
    * acts only on its own tenant, within its scopes; naming another tenant answers 404, so a key cannot
    * learn which other tenants exist.
    */
-  const access = async (req: FastifyRequest, idOrSlug: string, need: Scope | 'operator'): Promise<Tenant> => {
-    const p = req.principal!;
-    if (p.kind === 'operator') return tenantry.tenants.get(idOrSlug);
-    if (!names(p.tenant, idOrSlug)) throw new TenantryError('TENANT_NOT_FOUND', `No tenant with id or slug ${JSON.stringify(idOrSlug)}.`);
-    if (need === 'operator') throw new TenantryError('FORBIDDEN', 'This route needs the operator token; tenant API keys cannot use it.');
-    if (!p.permissions.includes(need)) throw new TenantryError('FORBIDDEN', `This API key lacks the "${need}" scope (it has: ${p.permissions.join(', ') || 'none'}).`);
-    return p.tenant;
-  };
-  const operatorOnly = (req: FastifyRequest): void => {
-    if (req.principal?.kind !== 'operator') throw new TenantryError('FORBIDDEN', 'This route needs the operator token; tenant API keys cannot use it.');
-  };
+  const access = (req: FastifyRequest, idOrSlug: string, need: Scope | 'operator'): Promise<Tenant> => authorizeTenant(tenantry, req.principal!, idOrSlug, need);
+  const operatorOnly = (req: FastifyRequest): void => requireOperator(req.principal);
 
   /**
    * The tenant of a self-service route: the key's tenant is authoritative; X-Tenant-ID, a
    * {slug}.{base domain} host or a /v1/t/{slug} path may name it too, and naming another is refused.
    * The operator names the tenant with one of them.
    */
-  const self = async (req: FastifyRequest, pathSlug: string | undefined, need: Scope): Promise<Tenant> => {
-    const named: string[] = [];
-    const header = req.headers['x-tenant-id'];
-    if (typeof header === 'string' && header !== '') named.push(header);
-    const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '');
-    if (deps.baseDomain && host.endsWith(`.${deps.baseDomain}`)) named.push(host.slice(0, -deps.baseDomain.length - 1));
-    if (pathSlug !== undefined) named.push(pathSlug);
-    const p = req.principal!;
-    if (p.kind === 'tenant') {
-      const other = named.find((n) => !names(p.tenant, n));
-      if (other !== undefined) throw new TenantryError('FORBIDDEN', `This API key belongs to another tenant than ${JSON.stringify(other)} names.`);
-      if (!p.permissions.includes(need)) throw new TenantryError('FORBIDDEN', `This API key lacks the "${need}" scope (it has: ${p.permissions.join(', ') || 'none'}).`);
-      return p.tenant;
-    }
-    if (named.length === 0) throw new TenantryError('INVALID_INPUT', 'Name the tenant: send X-Tenant-ID, use a {slug}.<base domain> host or /v1/t/{slug}/..., or use a tenant API key.');
-    const [first, ...rest] = named;
-    const t = await tenantry.tenants.resolveForWork(first!);
-    if (rest.some((n) => !names(t, n))) throw new TenantryError('INVALID_INPUT', 'X-Tenant-ID, host and path name different tenants.');
-    return t;
-  };
+  const self = (req: FastifyRequest, pathSlug: string | undefined, need: Scope): Promise<Tenant> => resolveRequestTenant(tenantry, req.principal!,
+    { header: req.headers['x-tenant-id'] as string | undefined, host: req.headers.host, pathSlug }, { need, baseDomain: deps.baseDomain });
+
 
   // ---- health, metrics, OpenAPI ----
 
@@ -608,27 +582,7 @@ function names(t: Tenant, idOrSlug: string): boolean {
 }
 
 async function authenticate(tenantry: Tenantry, req: FastifyRequest): Promise<Principal> {
-  const header = req.headers.authorization;
-  const token = typeof header === 'string' && /^Bearer /i.test(header) ? header.slice(7).trim() : '';
-  if (!token) throw new TenantryError('UNAUTHORIZED', 'Send Authorization: Bearer <token>: the operator token (TENANTRY_ADMIN_KEY, or the one printed at first start) or a tenant API key.');
-  // failed credentials are throttled per client address (refused before any check) and per key id
-  const address = req.ip;
-  const keyId = token.startsWith('tnt_live_') ? parseApiKey(token)?.keyId : undefined;
-  tenantry.authThrottle.check(address);
-  try {
-    if (token.startsWith('tnt_live_')) {
-      const v = await tenantry.keys.verify(token);
-      // a tenant-wide key acts as an admin: only an owner (or the operator) makes an owner
-      const authority: KeyAuthority = { keyId: v.key.id, memberUserId: v.key.memberUserId, role: v.key.memberUserId ? v.role ?? 'viewer' : 'admin', permissions: v.permissions };
-      return { kind: 'tenant', tenant: v.tenant, keyId: v.key.id, permissions: v.permissions, authority };
-    }
-    if (tenantry.operatorKey.verify(token)) return { kind: 'operator' };
-    throw new TenantryError('UNAUTHORIZED', 'The bearer token is neither the operator token nor a tenant API key.');
-  } catch (err) {
-    // guesses: a wrong operator token, a wrong or unknown key (revoked and expired keys needed the right secret)
-    if (isTenantryError(err, 'UNAUTHORIZED') || isTenantryError(err, 'INVALID_API_KEY')) throw tenantry.authThrottle.failed(address, keyId, err.code) ?? err;
-    throw err;
-  }
+  return authenticateToken(tenantry, bearerToken(req.headers.authorization), req.ip);
 }
 
 interface Problem { type: string; title: string; status: number; detail: string; code: string; requestId: string }
