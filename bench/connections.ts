@@ -11,6 +11,9 @@ import { intFromEnv, interleave, median, percentile, ratio, progress, timed, typ
 const N = intFromEnv('BENCH_QUERY_N', 2000, 10);
 const DB_TENANTS = intFromEnv('BENCH_DB_TENANTS', 300, 16);
 const CALLERS = 16;
+// the connection budget of the database-tenant runs (TENANTRY_MAX_CONNECTIONS's default); lower it on a
+// server whose max_connections other clients share
+const DB_BUDGET = intFromEnv('BENCH_DB_BUDGET', 40, 2);
 
 export async function benchConnections({ inst, version }: BenchContext): Promise<string> {
   const { tenantry } = inst;
@@ -44,6 +47,7 @@ export async function benchConnections({ inst, version }: BenchContext): Promise
     '| --- | ---: | ---: | ---: | ---: | ---: |',
     ...rows,
   );
+  progress(`connections:\n${out.join('\n')}`);
 
   // ---- database tenants: cold open, and round-robin across many under the default budget
   progress(`connections: creating ${DB_TENANTS} database tenants`);
@@ -56,8 +60,8 @@ export async function benchConnections({ inst, version }: BenchContext): Promise
       ids.push(t.id);
     }
   }));
-  // a fresh instance with the default budget (40) and pool size (5): no pool open yet
-  const fresh = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, schemaPoolSize: 0, maxConnections: 40 });
+  // a fresh instance with the budget (default 40) and the default pool size (5): no pool open yet
+  const fresh = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, schemaPoolSize: 0, maxConnections: DB_BUDGET });
   try {
     const read = (id: string) => (): Promise<unknown> => fresh.withTenant(id, (sql) => sql`select * from agents`);
     const cold: number[] = [];
@@ -84,7 +88,7 @@ export async function benchConnections({ inst, version }: BenchContext): Promise
       '',
       '### Connections: database tenants under one budget',
       '',
-      `Budget 40 (TENANTRY_MAX_CONNECTIONS default), pool size 5; pools start with one connection and grow on demand. ${ids.length} database tenants; a 20-row read.`,
+      `Budget ${DB_BUDGET} (BENCH_DB_BUDGET; TENANTRY_MAX_CONNECTIONS defaults to 40), pool size 5; pools start with one connection and grow on demand. ${ids.length} database tenants; a 20-row read.`,
       '',
       '| measure | Tenantry | baseline | ratio |',
       '| --- | ---: | ---: | ---: |',
