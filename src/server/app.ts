@@ -21,6 +21,7 @@ import * as S from './schemas.js';
 import { completeOpenApi, openapiRefResolver } from './openapi.js';
 import { PACKAGE_VERSION } from '../config.js';
 import { registerInputGuard } from './input-guard.js';
+import { registerConsole } from '../console/plugin.js';
 
 export interface ServerDeps {
   tenantry: Tenantry;
@@ -132,6 +133,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  await registerConsole(app); // the admin console at /console (src/console, console/)
   app.addSchema(S.TenantSchema);
   app.addSchema(S.ProblemSchema);
   app.addSchema(S.ApiKeySchema);

@@ -1,0 +1,258 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
+import type { FastifyInstance } from 'fastify';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { AxeBuilder } from '@axe-core/playwright';
+import { freshInstallation, type TestInstallation } from './helpers/installation.js';
+import { buildServer } from '../src/server/app.js';
+import { CONSOLE_CSP, consoleAssetsDir } from '../src/console/plugin.js';
+
+/**
+ * The admin console end to end: the real server on a real socket, the built console, Debian's
+ * Chromium driven by playwright-core. Every flow of issue #17's Tests section, axe-core on every
+ * page, screenshots at 1280 px and 390 px in light and dark (CONSOLE_SHOTS or a temp folder).
+ */
+
+const CHROMIUM = '/usr/bin/chromium';
+const ADMIN = `op_${randomBytes(18).toString('hex')}`;
+const SHOTS = process.env.CONSOLE_SHOTS ?? join(tmpdir(), 'tenantry-console-shots');
+const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+
+let inst: TestInstallation;
+let app: FastifyInstance;
+let base: string;
+let browser: Browser;
+const cspViolations: string[] = [];
+
+before(async () => {
+  if (!existsSync(join(consoleAssetsDir(), 'index.html'))) execFileSync('npx', ['vite', 'build', '--config', 'console/vite.config.ts'], { stdio: 'inherit' });
+  mkdirSync(SHOTS, { recursive: true });
+  inst = await freshInstallation({ adminKey: ADMIN, authFailuresPerAddress: 1_000_000, authFailuresPerKey: 1_000_000 });
+  app = await buildServer({ tenantry: inst.tenantry, logLevel: 'silent' });
+  base = await app.listen({ port: 0, host: '127.0.0.1' });
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+});
+after(async () => {
+  await browser?.close();
+  await app?.close();
+  await inst?.cleanup();
+});
+
+async function api(method: string, path: string, body?: unknown, token = ADMIN): Promise<{ status: number; body: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const r = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : undefined };
+}
+
+async function newPage(opts: { width?: number; dark?: boolean } = {}): Promise<{ context: BrowserContext; page: Page }> {
+  const context = await browser.newContext({ viewport: { width: opts.width ?? 1280, height: 900 }, colorScheme: opts.dark ? 'dark' : 'light' });
+  const page = await context.newPage();
+  page.on('console', (m) => { if (/Content.Security.Policy/i.test(m.text())) cspViolations.push(m.text()); });
+  page.on('pageerror', (e) => { cspViolations.push(`page error: ${e.message}`); });
+  return { context, page };
+}
+
+async function signInAs(page: Page, token: string): Promise<void> {
+  await page.goto(`${base}/console`);
+  await page.getByLabel('Operator token or API key').fill(token);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+}
+
+/** axe-core with no serious or critical violation, then a screenshot at both widths (and dark at 390). */
+async function checkPage(page: Page, name: string): Promise<void> {
+  await page.waitForLoadState('networkidle');
+  const result = await new AxeBuilder({ page }).analyze();
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`), [], `axe on ${name}`);
+  const vp = page.viewportSize()!;
+  for (const width of [1280, 390]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.screenshot({ path: join(SHOTS, `${name}-${width}.png`), fullPage: true });
+  }
+  await page.emulateMedia({ colorScheme: 'dark' });
+  const dark = await new AxeBuilder({ page }).withTags(['wcag2aa']).analyze();
+  assert.deepEqual(dark.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical').map((v) => `${v.id} ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`), [], `axe on ${name} (dark)`);
+  await page.screenshot({ path: join(SHOTS, `${name}-390-dark.png`), fullPage: true });
+  await page.emulateMedia({ colorScheme: 'light' });
+  await page.setViewportSize(vp);
+}
+
+test('the console is served with a strict CSP, gzip, and no third-party origin', async () => {
+  const r = await fetch(`${base}/console`, { headers: { 'accept-encoding': 'gzip' } });
+  assert.equal(r.status, 200);
+  assert.equal(r.headers.get('content-security-policy'), CONSOLE_CSP);
+  assert.doesNotMatch(CONSOLE_CSP, /unsafe-inline|unsafe-eval|https?:|\*/);
+  const html = await r.text();
+  assert.doesNotMatch(html, /<script(?![^>]*\bsrc=)[^>]*>/, 'no inline script');
+  assert.doesNotMatch(html, /<style|style=/, 'no inline style');
+  assert.doesNotMatch(html, /https?:\/\//, 'nothing from another origin');
+  const missing = await fetch(`${base}/console/../../package.json`);
+  assert.notEqual(missing.status, 200);
+  const traversal = await fetch(`${base}/console/assets/..%2f..%2fpackage.json`);
+  assert.equal(traversal.status, 404, 'only built files are served');
+});
+
+test('operator: sign in, overview, create a tenant and find it in the list; a bad slug shows its error by the field', async () => {
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  await page.getByRole('heading', { name: 'Overview' }).waitFor();
+  await checkPage(page, 'overview');
+
+  await page.goto(`${base}/console#/tenants/new`);
+  await page.getByLabel('Slug').fill('Bad Slug!');
+  await page.getByRole('button', { name: 'Create tenant' }).click();
+  const slugError = page.locator('#new-slug-error');
+  await slugError.waitFor();
+  assert.match(await slugError.innerText(), /slug/i);
+  assert.equal(await page.getByLabel('Slug').getAttribute('aria-invalid'), 'true');
+  assert.match((await page.getByLabel('Slug').getAttribute('aria-describedby')) ?? '', /new-slug-error/);
+  await checkPage(page, 'create-error');
+
+  await page.getByLabel('Slug').fill('console-made');
+  await page.getByLabel('Name', { exact: true }).fill('Console Made Ltd');
+  await page.getByRole('button', { name: 'Create tenant' }).click();
+  await page.getByRole('heading', { name: 'Tenant created' }).waitFor();
+  const key = await page.getByLabel("The tenant's first API key.").inputValue();
+  assert.match(key, /^tnt_/);
+  assert.equal((await api('GET', '/v1/tenant', undefined, key)).body.slug, 'console-made', 'the key shown works for the new tenant');
+  await checkPage(page, 'created');
+
+  await page.goto(`${base}/console#/tenants`);
+  await page.getByRole('link', { name: 'console-made' }).waitFor();
+  await page.getByLabel('Search this page (slug or name)').fill('made ltd');
+  assert.equal(await page.locator('tbody tr').count(), 1);
+  await checkPage(page, 'tenants');
+  await context.close();
+});
+
+test('quota bars move and change colour as usage is recorded through the API; a new key is shown only once', async () => {
+  const t = (await api('POST', '/v1/tenants', { slug: 'bars-co', name: 'Bars Co' })).body;
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  await page.goto(`${base}/console#/tenants/${t.id}`);
+  const bar = page.locator('.quota[data-metric="agents"]');
+  await bar.waitFor();
+  assert.equal(await bar.getAttribute('data-level'), 'ok');
+  const width = async (): Promise<number> => bar.locator('.fill').evaluate((el) => el.getBoundingClientRect().width);
+  const colour = async (): Promise<string> => bar.locator('.fill').evaluate((el) => (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(el).backgroundColor);
+  const w0 = await width(); const c0 = await colour();
+  assert.equal((await api('POST', `/v1/tenants/${t.id}/usage`, { metric: 'agents', amount: 8 })).status, 200);
+  await page.reload();
+  await page.locator('.quota[data-metric="agents"][data-level="warn"]').waitFor();
+  const w1 = await width(); const c1 = await colour();
+  assert.ok(w1 > w0, `the bar grew (${w0} -> ${w1})`);
+  assert.notEqual(c1, c0, 'amber past 75%');
+  assert.equal((await api('POST', `/v1/tenants/${t.id}/usage`, { metric: 'agents', amount: 2 })).status, 200);
+  await page.reload();
+  await page.locator('.quota[data-metric="agents"][data-level="danger"]').waitFor();
+  assert.notEqual(await colour(), c1, 'red past 90%');
+  assert.match((await bar.getByRole('meter').getAttribute('aria-valuetext')) ?? '', /10 of 10/);
+
+  await page.getByLabel("New key's name").fill('ci key');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const shown = page.getByLabel('The new API key.');
+  await shown.waitFor();
+  const secret = await shown.inputValue();
+  assert.equal((await api('GET', '/v1/tenant', undefined, secret)).status, 200);
+  await checkPage(page, 'tenant');
+  await page.reload();
+  await page.getByText('ci key').waitFor();
+  assert.equal(await page.getByLabel('The new API key.').count(), 0, 'gone after a reload');
+  assert.equal(await page.locator(`text=${secret}`).count(), 0);
+  assert.ok(!(await page.content()).includes(secret), 'the secret is nowhere in the page');
+  await context.close();
+});
+
+test('suspend behind a dialog that wants the slug typed: the badge turns and the audit trail shows it', async () => {
+  const t = (await api('POST', '/v1/tenants', { slug: 'to-suspend', name: 'To Suspend' })).body;
+  const { context, page } = await newPage({ width: 390 });
+  await signInAs(page, ADMIN);
+  await page.goto(`${base}/console#/tenants/${t.id}`);
+  await page.getByRole('button', { name: 'Suspend' }).click();
+  const dialog = page.getByRole('dialog');
+  await dialog.getByLabel('Reason').fill('unpaid invoice');
+  const confirm = dialog.getByRole('button', { name: 'Suspend' });
+  await dialog.getByLabel(/to confirm/).fill('to-suspen');
+  assert.equal(await confirm.isDisabled(), true, 'a wrong slug does not arm the button');
+  assert.equal((await api('GET', `/v1/tenants/${t.id}`)).body.status, 'active');
+  await dialog.getByLabel(/to confirm/).fill('to-suspend');
+  await confirm.press('Enter');
+  await page.locator('.title-row .badge-suspended', { hasText: 'suspended' }).waitFor();
+  await page.locator('td', { hasText: 'tenant.suspended' }).first().waitFor();
+  assert.equal((await api('GET', `/v1/tenants/${t.id}`)).body.status, 'suspended');
+  assert.match(await page.getByTestId('chain').innerText(), /verified/);
+  await checkPage(page, 'suspended');
+  await context.close();
+});
+
+test('a tenant key sees only its own tenant and gets nothing from another tenant\'s URL', async () => {
+  const mine = (await api('POST', '/v1/tenants', { slug: 'key-own', name: 'Key Own' })).body;
+  const other = (await api('POST', '/v1/tenants', { slug: 'key-other', name: 'Secret Other Corp' })).body;
+  const { context, page } = await newPage();
+  await signInAs(page, mine.apiKey);
+  await page.getByRole('heading', { name: /Key Own/ }).waitFor();
+  assert.equal(await page.getByRole('link', { name: 'Tenants' }).count(), 0, 'no tenant list for a tenant key');
+  await checkPage(page, 'tenant-key');
+  for (const ref of [other.id, other.slug]) {
+    await page.goto(`${base}/console#/tenants/${ref}`);
+    await page.getByRole('heading', { name: 'Tenant not found' }).waitFor();
+    assert.ok(!(await page.content()).includes('Secret Other Corp'));
+  }
+  await page.goto(`${base}/console#/tenants`);
+  await page.getByRole('heading', { name: /Key Own/ }).waitFor();
+  assert.ok(!(await page.content()).includes('key-other'));
+  await context.close();
+});
+
+test('sign out forgets the token: sessionStorage empty, no cookie, the sign-in form again', async () => {
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  assert.ok(await page.evaluate<number>('sessionStorage.length') > 0);
+  assert.ok(!page.url().includes(ADMIN), 'never in the URL');
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByLabel('Operator token or API key').waitFor();
+  assert.equal(await page.evaluate<number>('sessionStorage.length'), 0);
+  assert.deepEqual(await context.cookies(), []);
+  assert.equal(await page.evaluate<number>('localStorage.length'), 0);
+  await checkPage(page, 'signin');
+  await page.reload();
+  await page.getByLabel('Operator token or API key').waitFor();
+  await context.close();
+});
+
+test('HTML and script in a tenant\'s name and metadata are shown as text, never run', async () => {
+  const evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
+  const t = (await api('POST', '/v1/tenants', { slug: 'evil-name', name: evil, metadata: { note: evil, '<b>k</b>': '<svg onload=alert(1)>' } })).body;
+  assert.equal(t.name, evil);
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  await page.goto(`${base}/console#/tenants/${t.id}`);
+  await page.getByRole('heading', { name: /evil-name/ }).waitFor();
+  assert.equal(await page.evaluate<unknown>('window.__pwned'), undefined);
+  assert.equal(await page.locator('main img, main script, main svg[onload]').count(), 0);
+  assert.ok((await page.locator('h1').innerText()).includes('<script>window.__pwned=2</script>'), 'the name is shown as text');
+  await page.goto(`${base}/console#/tenants`);
+  await page.getByText(evil).first().waitFor();
+  assert.equal(await page.evaluate<unknown>('window.__pwned'), undefined);
+  await context.close();
+});
+
+test('plans and webhooks pages pass axe; no page hit a CSP violation', async () => {
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  await page.goto(`${base}/console#/plans`);
+  await page.getByRole('heading', { name: 'Plans' }).waitFor();
+  await page.getByRole('columnheader', { name: /free/ }).waitFor();
+  await checkPage(page, 'plans');
+  await page.goto(`${base}/console#/webhooks`);
+  await page.getByRole('heading', { name: 'Webhooks' }).waitFor();
+  await checkPage(page, 'webhooks');
+  await context.close();
+  assert.deepEqual(cspViolations, []);
+});
