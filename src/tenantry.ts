@@ -46,8 +46,7 @@ import { LifecycleService } from './lifecycle/lifecycle.js';
 import { RetentionService, ensureAuditPurge } from './retention/retention.js';
 import { WebhookService } from './webhooks/webhooks.js';
 import { BackupService } from './backup/backup.js';
-import { LocalBackupStore } from './backup/store.js';
-import { S3BackupStore } from './backup/s3-store.js';
+import { LocalBackupStore, lazyStore } from './backup/store.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 
@@ -137,8 +136,10 @@ export class Tenantry {
     this.retention = checkingInputs(new RetentionService(core));
     this.webhooks = checkingInputs(new WebhookService(core, this.tenants));
     this.backups = checkingInputs(new BackupService(core, this.tenants,
-      core.opts.backupS3 ? new S3BackupStore(core.opts.backupS3) : new LocalBackupStore(core.opts.backupDir)));
-    this.jobs = new JobRunner(core, { quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks });
+      core.opts.backupS3
+        ? lazyStore('s3', async () => new (await import('./backup/s3-store.js')).S3BackupStore(core.opts.backupS3!))
+        : new LocalBackupStore(core.opts.backupDir)));
+    this.jobs = new JobRunner(core, { quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks, backups: this.backups });
     // provisionings whose rollback could not finish, and rows abandoned by processes that died: a
     // timer with a lock until this process runs the job runner (startJobs), whose schedule then sweeps
     startHealer(core);

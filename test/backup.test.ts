@@ -237,3 +237,20 @@ test('backups are listed, fetched and deleted; unknown ids are a 404 code', asyn
   assert.ok(audit.some((e) => e.action === 'tenant.backed_up'));
   assert.ok(audit.some((e) => e.action === 'tenant.backup_deleted'));
 });
+
+test('scheduled backups follow the tier policy, and only the newest `keep` are kept', async () => {
+  const t = await inst.tenantry.tenants.create({ slug: `bk-sched-${process.pid}`, isolation: 'schema', tier: 'enterprise' });
+  await rejectsWith(inst.tenantry.backups.setPolicy('enterprise', { everySeconds: 10, keep: 2 }), 'INVALID_INPUT');
+  await rejectsWith(inst.tenantry.backups.setPolicy('no-such-tier', { everySeconds: 3600, keep: 2 }), 'INVALID_TIER');
+  await inst.tenantry.backups.setPolicy('enterprise', { everySeconds: 3600, keep: 2 });
+  const scheduled = async (): Promise<string[]> => (await inst.tenantry.backups.list(t.id)).filter((b) => b.kind === 'scheduled').map((b) => b.id);
+  const now = Date.now();
+  assert.deepEqual(await inst.tenantry.backups.runScheduled(new Date(now)), { backedUp: 1, removed: 0 });
+  assert.equal((await inst.tenantry.backups.runScheduled(new Date(now))).backedUp, 0, 'not due again within the hour');
+  await inst.tenantry.backups.runScheduled(new Date(now + 2 * 3600_000));
+  const third = await inst.tenantry.backups.runScheduled(new Date(now + 4 * 3600_000));
+  assert.deepEqual(third, { backedUp: 1, removed: 1 });
+  assert.equal((await scheduled()).length, 2);
+  await inst.tenantry.backups.setPolicy('enterprise', null);
+  assert.equal((await inst.tenantry.backups.runScheduled(new Date(now + 9 * 3600_000))).backedUp, 0, 'no policy, no backups');
+});

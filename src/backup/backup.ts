@@ -150,6 +150,67 @@ export class BackupService {
   }
 
   /**
+   * A tier's backup policy: its tenants are backed up every `everySeconds` by the job runner's
+   * backups.scheduled task, and only the newest `keep` scheduled backups of each are kept.
+   * `null` removes the policy.
+   */
+  async setPolicy(tier: string, policy: { everySeconds: number; keep: number } | null, who: AuditActor = {}): Promise<void> {
+    const known = this.core.plans.plans.tiers.map((x) => x.name);
+    if (!known.includes(tier)) throw new TenantryError('INVALID_TIER', `Unknown tier ${JSON.stringify(tier)}; use one of ${known.join(', ')}.`, { tier });
+    if (policy && (!Number.isInteger(policy.everySeconds) || policy.everySeconds < 60 || !Number.isInteger(policy.keep) || policy.keep < 1 || policy.keep > 1000)) {
+      throw new TenantryError('INVALID_INPUT', 'A backup policy needs everySeconds (an integer, at least 60) and keep (1-1000).');
+    }
+    await this.core.admin.begin(async (tx) => {
+      if (policy) {
+        await tx`
+          insert into tenantry_catalog.backup_policies (tier, every_seconds, keep) values (${tier}, ${policy.everySeconds}, ${policy.keep})
+          on conflict (tier) do update set every_seconds = excluded.every_seconds, keep = excluded.keep, updated_at = now()`;
+      } else {
+        await tx`delete from tenantry_catalog.backup_policies where tier = ${tier}`;
+      }
+      await appendAudit(tx, { tenantId: null, actor: who.actor ?? this.core.opts.actor, requestId: who.requestId, action: 'backup.policy_set', target: `tier:${tier}`, details: { policy } });
+    });
+  }
+
+  async policies(): Promise<{ tier: string; everySeconds: number; keep: number }[]> {
+    const rows = await this.core.admin<{ tier: string; every_seconds: number; keep: number }[]>`select tier, every_seconds, keep from tenantry_catalog.backup_policies order by tier`;
+    return rows.map((r) => ({ tier: r.tier, everySeconds: r.every_seconds, keep: r.keep }));
+  }
+
+  /** The scheduled task: backs up every live tenant its tier's policy says is due, then applies retention. */
+  async runScheduled(now: Date = new Date()): Promise<{ backedUp: number; removed: number }> {
+    const due = await this.core.admin<{ id: string }[]>`
+      select t.id from tenantry_catalog.tenants t join tenantry_catalog.backup_policies p on p.tier = t.tier
+      where t.status in ('active', 'trial', 'suspended')
+        and coalesce((select max(b.created_at) from tenantry_catalog.backups b where b.tenant_id = t.id and b.kind = 'scheduled'), '-infinity')
+          <= ${now}::timestamptz - make_interval(secs => p.every_seconds)
+      order by t.seq`;
+    let backedUp = 0;
+    for (const { id } of due) {
+      try {
+        await this.create(id, { kind: 'scheduled', actor: 'schedule' });
+        backedUp++;
+      } catch (err) {
+        // one tenant's failure (deleted meanwhile, its database unreachable) does not stop the others
+        this.core.logger.warn({ err, tenantId: id }, 'scheduled backup failed');
+      }
+    }
+    const old = await this.core.admin<{ id: string }[]>`
+      select b.id from (
+        select b.id, b.tenant_id, row_number() over (partition by b.tenant_id order by b.created_at desc, b.id) as n
+        from tenantry_catalog.backups b where b.kind = 'scheduled') b
+      join tenantry_catalog.tenants t on t.id = b.tenant_id
+      join tenantry_catalog.backup_policies p on p.tier = t.tier
+      where b.n > p.keep`;
+    let removed = 0;
+    for (const { id } of old) {
+      await this.delete(id, { actor: 'schedule' });
+      removed++;
+    }
+    return { backedUp, removed };
+  }
+
+  /**
    * Reads a backup back and checks every byte before anything is touched: the manifest's signature,
    * each file's checksum, its decompression, the COPY text's checksum and row count.
    */

@@ -81,3 +81,16 @@ export class LocalBackupStore implements BackupStore {
     await rm(this.file(prefix), { recursive: true, force: true });
   }
 }
+
+/** A store built on first use (the S3 SDK is loaded only by a process that touches backups). */
+export function lazyStore(kind: string, load: () => Promise<BackupStore>): BackupStore {
+  let store: Promise<BackupStore> | undefined;
+  const get = (): Promise<BackupStore> => (store ??= load().catch((err: unknown) => { store = undefined; throw err; }));
+  return {
+    kind,
+    put: async (key, body) => (await get()).put(key, body),
+    get: async (key) => (await get()).get(key),
+    list: async (prefix) => (await get()).list(prefix),
+    remove: async (prefix) => (await get()).remove(prefix),
+  };
+}

@@ -18,6 +18,7 @@ import { readFileSync } from 'node:fs';
 import type { Isolation, Tenant, Tier } from '../tenants/model.js';
 import { buildServer, tenantView } from '../server/app.js';
 import { assertSafeText } from '../input/safe-text.js';
+import type { BackupInfo, BackupProgress } from '../backup/backup.js';
 
 /** The installed package's version (package.json beside dist/ or src/). */
 function packageVersion(): string {
@@ -36,6 +37,10 @@ function exitCodeFor(err: unknown): number {
     case 'QUOTA_EXCEEDED': case 'LAST_OWNER': case 'MEMBER_EXISTS': case 'API_KEY_REVOKED': return EXIT.CONFLICT;
     case 'SLUG_TAKEN': case 'INVALID_TRANSITION': case 'TENANT_SUSPENDED': case 'TENANT_DELETED': case 'TENANT_NOT_READY': return EXIT.CONFLICT;
     case 'INVALID_CONFIG': case 'INSUFFICIENT_PRIVILEGE': case 'NAMESPACE_IN_USE': return EXIT.CONFIG;
+    case 'BACKUP_NOT_FOUND': return EXIT.NOT_FOUND;
+    case 'BACKUP_INVALID': return EXIT.CHECK_FAILED;
+    case 'BACKUP_TOO_NEW': return EXIT.CONFLICT;
+    case 'RESTORE_CONFIRMATION_REQUIRED': return EXIT.USAGE;
     default: return EXIT.FAILURE;
   }
 }
@@ -66,6 +71,24 @@ async function withTenantry<T>(fn: (t: Tenantry) => Promise<T>): Promise<T> {
   } finally {
     await tenantry.close();
   }
+}
+
+/** A progress bar on stderr for backup steps (none with --json or when stderr is not a terminal). */
+function backupBar(f: GlobalFlags): { update: (p: BackupProgress) => void; stop: () => void } {
+  let bar: cliProgress.SingleBar | undefined;
+  let stopped = false;
+  return {
+    update: (p) => {
+      if (f.json || !process.stderr.isTTY || stopped) return;
+      if (!bar) {
+        bar = new cliProgress.SingleBar({ stream: process.stderr, format: '{step} {bar} {value}/{total} tables | {table}', hideCursor: true }, cliProgress.Presets.shades_classic);
+        bar.start(p.total, 0, { step: p.step, table: '' });
+      }
+      bar.setTotal(p.total);
+      bar.update(p.done, { step: p.step, table: p.table ?? '' });
+    },
+    stop: () => { if (!stopped) { stopped = true; bar?.stop(); } },
+  };
 }
 
 export function buildCli(): Command {
@@ -161,6 +184,59 @@ export function buildCli(): Command {
     .action(async (o: { dryRun?: boolean }) => {
       const r = await withTenantry((tn) => tn.lifecycle.purge({ dryRun: Boolean(o.dryRun) }));
       print(flags(), r, () => `${r.dryRun ? 'due for purge' : 'purged'}:\n${table(r.tenants as unknown as Record<string, unknown>[], ['id', 'slug', 'tier', 'deletedAt', 'graceDays', 'purgeAt'])}`);
+    });
+
+  // ---- backups (issue #14) ----
+  const backupLine = (b: BackupInfo): string => `backup ${b.id} of ${b.tenantId}: ${b.rows} rows in ${b.manifest.tables.length} tables, ${b.bytes} bytes (${b.store}, ${b.isolation}, migration ${b.migrationVersion})`;
+  program.command('backup <tenant>').description('Back up one tenant (any mode) to the backup store: COPY text per table, gzip, signed manifest')
+    .addHelpText('after', '\nExample:\n  tenantry backup acme-corp')
+    .action(async (tenant: string) => {
+      const bar = backupBar(flags());
+      try {
+        const b = await withTenantry((tn) => tn.backups.create(tenant, { actor: 'cli', onProgress: bar.update }));
+        bar.stop();
+        print(flags(), b, () => backupLine(b));
+      } finally { bar.stop(); }
+    });
+  program.command('backups <tenant>').description('List a tenant\'s backups, newest first')
+    .action(async (tenant: string) => {
+      const list = await withTenantry((tn) => tn.backups.list(tenant));
+      print(flags(), list, () => table(list.map((b) => ({ ...b, tables: b.manifest.tables.length })) as unknown as Record<string, unknown>[], ['id', 'kind', 'createdAt', 'isolation', 'migrationVersion', 'tables', 'rows', 'bytes', 'store']));
+    });
+  program.command('export <tenant>').description('A backup plus JSON Lines and CSV per table, for a leaving customer')
+    .action(async (tenant: string) => {
+      const bar = backupBar(flags());
+      try {
+        const b = await withTenantry((tn) => tn.backups.create(tenant, { actor: 'cli', kind: 'export', onProgress: bar.update }));
+        bar.stop();
+        print(flags(), b, () => `${backupLine(b)}\nJSON Lines and CSV under ${b.tenantId}/${b.id}/export/ in the ${b.store} store`);
+      } finally { bar.stop(); }
+    });
+  program.command('restore <backupId>').description('Restore a backup over its own tenant, replacing every row it has (needs --yes)')
+    .option('--yes', 'confirm that the tenant\'s current rows are replaced')
+    .addHelpText('after', '\nExample:\n  tenantry restore 5f0c...e1 --yes')
+    .action(async (backupId: string, o: { yes?: boolean }) => {
+      const bar = backupBar(flags());
+      try {
+        const r = await withTenantry((tn) => tn.backups.restore(backupId, { actor: 'cli', confirm: Boolean(o.yes), onProgress: bar.update }));
+        bar.stop();
+        print(flags(), { tenant: tenantView(r.tenant), rows: r.rows }, () => `restored ${r.rows} rows into ${r.tenant.slug} (${r.tenant.isolation})`);
+      } finally { bar.stop(); }
+    });
+  program.command('clone <tenant> <newSlug>').description('A new tenant with a copy of a tenant\'s rows, in any mode (from a fresh backup, or --backup <id>)')
+    .option('--backup <id>', 'clone from this backup instead of taking one now')
+    .option('--isolation <mode>', 'pooled, schema or database (default: the source\'s)')
+    .addHelpText('after', '\nExample:\n  tenantry clone acme-corp acme-staging --isolation database')
+    .action(async (tenant: string, newSlug: string, o: { backup?: string; isolation?: Isolation }) => {
+      const bar = backupBar(flags());
+      try {
+        const r = await withTenantry(async (tn) => {
+          const backupId = o.backup ?? (await tn.backups.create(tenant, { actor: 'cli', onProgress: bar.update })).id;
+          return tn.backups.clone(backupId, { slug: newSlug, isolation: o.isolation, actor: 'cli', onProgress: bar.update });
+        });
+        bar.stop();
+        print(flags(), { tenant: tenantView(r.tenant), rows: r.rows }, () => `cloned ${r.rows} rows into ${r.tenant.slug} (${r.tenant.id}, ${r.tenant.isolation})`);
+      } finally { bar.stop(); }
     });
 
   program.command('worker')

@@ -5,6 +5,7 @@ import type { IdempotencyStore } from '../idempotency/idempotency.js';
 import type { LifecycleService } from '../lifecycle/lifecycle.js';
 import type { RetentionService } from '../retention/retention.js';
 import type { WebhookService } from '../webhooks/webhooks.js';
+import type { BackupService } from '../backup/backup.js';
 
 export interface AddJobOptions {
   /** jobs of one queue run one at a time, in order */
@@ -25,5 +26,6 @@ export interface JobContext {
   lifecycle: LifecycleService;
   retention: RetentionService;
   webhooks: WebhookService;
+  backups: BackupService;
   addJob(task: string, payload: Record<string, unknown>, opts?: AddJobOptions): Promise<void>;
 }

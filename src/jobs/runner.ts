@@ -15,6 +15,7 @@ import { tenantsPurge } from './tenants-purge.js';
 import { usageRollup } from './usage-rollup.js';
 import { retentionPurge, retentionTenant } from './retention-purge.js';
 import { webhooksDrain, webhooksSweep } from './webhooks.js';
+import { scheduledBackups } from './scheduled-backups.js';
 
 /** graphile-worker's schema, in the catalog database of this installation (so per installation). */
 export const JOBS_SCHEMA = 'tenantry_jobs';
@@ -31,6 +32,7 @@ const JOBS: Record<ScheduledTask | 'retention.tenant' | 'webhooks.drain', JobFn>
   'usage.rollup': usageRollup,
   'retention.purge': retentionPurge,
   'webhooks.sweep': webhooksSweep,
+  'backups.scheduled': scheduledBackups,
   'retention.tenant': retentionTenant as JobFn,
   'webhooks.drain': webhooksDrain as JobFn,
 };
@@ -207,11 +209,11 @@ export class JobRunner {
     return async (payload) => {
       const p = (payload ?? {}) as { task?: string; periodStart?: string };
       const scheduled = p.task === name && typeof p.periodStart === 'string';
-      if (scheduled) await this.core.admin`update tenantry_catalog.schedule_runs set started_at = now(), runs = runs + 1 where task = ${name} and period_start = ${p.periodStart!}`;
+      if (scheduled) await this.core.admin`update tenantry_catalog.schedule_runs set started_at = now() where task = ${name} and period_start = ${p.periodStart!}`;
       const result = await JOBS[name](this.ctx, payload as never);
       if (scheduled) {
         await this.core.admin`
-          update tenantry_catalog.schedule_runs set finished_at = now(), result = ${this.core.admin.json((result ?? null) as never)}
+          update tenantry_catalog.schedule_runs set finished_at = now(), runs = runs + 1, result = ${this.core.admin.json((result ?? null) as never)}
           where task = ${name} and period_start = ${p.periodStart!}`;
       }
     };

@@ -23,6 +23,8 @@ export const SCHEDULED_TASKS = {
   'retention.purge': () => 86_400,
   /** a drain job for every webhook stream with pending deliveries (a safety net under the outbox trigger) */
   'webhooks.sweep': () => 60,
+  /** tenants due a backup by their tier's policy, and retention of old scheduled backups */
+  'backups.scheduled': () => 3600,
 } as const;
 
 export type ScheduledTask = keyof typeof SCHEDULED_TASKS;
