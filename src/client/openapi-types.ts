@@ -249,7 +249,7 @@ export interface components {
     };
   };
   responses: {
-    /** @description Bad input; nothing was written (RFC 9457 problem+json; code: INVALID_INPUT, INVALID_SLUG, INVALID_TIER, INVALID_ISOLATION, SQL_ERROR, INVALID_PLANS, WEBHOOK_URL_INVALID, WEBHOOK_URL_FORBIDDEN, JOB_UNKNOWN) */
+    /** @description Bad input; nothing was written (RFC 9457 problem+json) */
     Problem400: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -263,7 +263,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description Missing or bad credentials (RFC 9457 problem+json; code: UNAUTHORIZED, INVALID_API_KEY, API_KEY_REVOKED, API_KEY_EXPIRED, WEBHOOK_SIGNATURE_INVALID) */
+    /** @description Missing or bad credentials (RFC 9457 problem+json) */
     Problem401: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -277,7 +277,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description Not allowed for these credentials (RFC 9457 problem+json; code: TENANT_SUSPENDED, FORBIDDEN, SQL_NOT_ALLOWED) */
+    /** @description Not allowed for these credentials (RFC 9457 problem+json) */
     Problem403: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -291,7 +291,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description Not found (also a tenant a key may not see) (RFC 9457 problem+json; code: TENANT_NOT_FOUND, API_KEY_NOT_FOUND, MEMBER_NOT_FOUND, INVITATION_NOT_FOUND, WEBHOOK_NOT_FOUND) */
+    /** @description Not found (also a tenant a key may not see) (RFC 9457 problem+json) */
     Problem404: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -305,7 +305,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description The statement ran past its timeout (RFC 9457 problem+json; code: SQL_TIMEOUT) */
+    /** @description The statement ran past its timeout (RFC 9457 problem+json) */
     Problem408: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -319,7 +319,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description Conflict with the current state (RFC 9457 problem+json; code: TENANT_NOT_READY, INVALID_TRANSITION, SLUG_TAKEN, MIGRATION_IN_PROGRESS, NAMESPACE_IN_USE, MEMBER_EXISTS, LAST_OWNER, IDEMPOTENCY_IN_PROGRESS, INVITATION_CLOSED, PLAN_TIER_IN_USE, PLAN_METRIC_HAS_USAGE) */
+    /** @description Conflict with the current state (RFC 9457 problem+json) */
     Problem409: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -333,7 +333,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description Gone (RFC 9457 problem+json; code: TENANT_DELETED, INVITATION_EXPIRED) */
+    /** @description Gone (RFC 9457 problem+json) */
     Problem410: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -347,7 +347,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description The Idempotency-Key was sent with another request (RFC 9457 problem+json; code: IDEMPOTENCY_KEY_REUSED) */
+    /** @description The Idempotency-Key was sent with another request (RFC 9457 problem+json) */
     Problem422: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -361,7 +361,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description Over a quota or the rate limit (RFC 9457 problem+json; code: QUOTA_EXCEEDED, RATE_LIMITED) */
+    /** @description Over a quota or the rate limit (RFC 9457 problem+json) */
     Problem429: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -375,7 +375,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description Unexpected failure (RFC 9457 problem+json; code: INVALID_CONFIG, PROVISIONING_FAILED, MIGRATION_FAILED, MIGRATION_CHECKSUM_MISMATCH, INSUFFICIENT_PRIVILEGE, CLOSED) */
+    /** @description Unexpected failure (RFC 9457 problem+json) */
     Problem500: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
@@ -389,7 +389,7 @@ export interface components {
         "application/problem+json": components["schemas"]["Problem"];
       };
     };
-    /** @description PostgreSQL unavailable or the request ran past its deadline; retry after Retry-After (RFC 9457 problem+json; code: CONNECTION_BUDGET_EXHAUSTED, DATABASE_UNAVAILABLE, PROVISIONING_INCOMPLETE, REQUEST_TIMEOUT) */
+    /** @description PostgreSQL unavailable or the request ran past its deadline; retry after Retry-After (RFC 9457 problem+json) */
     Problem503: {
       headers: {
         "RateLimit-Limit": components["headers"]["RateLimitLimit"];
