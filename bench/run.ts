@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark section, each comparing Tenantry with its baseline side by side in
  * this one process, printed as Markdown tables (medians and ratios). DATABASE_URL (a superuser URL)
- * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard,key-checks,chaos,jobs
+ * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard,key-checks,chaos,jobs,console
  * selects sections. Everything runs in throwaway installations removed at the end.
  */
 import { ensureServer, progress, type BenchContext } from './lib.js';
@@ -16,6 +16,7 @@ import { benchSqlGuard } from './sql-guard.js';
 import { benchKeyChecks } from './key-checks.js';
 import { benchChaos } from './chaos.js';
 import { benchJobs } from './jobs.js';
+import { benchConsole } from './console.js';
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   provisioning: benchProvisioning,
@@ -29,6 +30,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   'key-checks': benchKeyChecks,
   chaos: benchChaos,
   jobs: benchJobs,
+  console: benchConsole,
 };
 
 const only = (process.env.BENCH_ONLY ?? Object.keys(SECTIONS).join(',')).split(',').map((s) => s.trim()).filter(Boolean);

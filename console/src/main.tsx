@@ -76,6 +76,7 @@ function Overview({ session }: { session: Session }): ReactNode {
         {(['status', 'tier', 'isolation'] as const).map((k) => (
           <section className="card" key={k} aria-labelledby={`by-${k}`}>
             <h2 id={`by-${k}`}>By {k === 'isolation' ? 'isolation mode' : k}</h2>
+            {Object.keys(state.by[k]!).length === 0 && <p className="muted">No tenants yet.</p>}
             <dl className="counts">
               {Object.entries(state.by[k]!).sort((a, b) => b[1] - a[1]).map(([name, n]) => (
                 <div key={name}><dt>{k === 'status' ? <StatusBadge status={name} /> : name}</dt><dd>{n.toLocaleString()}</dd></div>
