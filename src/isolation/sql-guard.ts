@@ -271,13 +271,17 @@ function checkNode(type: string, node: Record<string, unknown>, opts: GuardOptio
       if (!SAMPLE_METHODS.has(method)) refuse(`TABLESAMPLE ${method}`);
       break;
     }
-    case 'ColumnRef': {
-      // `x.f` may be read as the function call f(x). Built-in functions that act outside the tenant's
-      // rows are named pg_* or lo* (or are the text-to-SQL runners below); a data column named so is
-      // refused as the price of closing that door.
-      const fields = stringsOf(node['fields']);
+    case 'ColumnRef':
+    case 'A_Indirection': {
+      // `x.f` and `(x).f` may be read as the call f(x), past the FuncCall check above. PostgreSQL does
+      // so only when x is a row (composite or record), so only functions taking one row, record or
+      // "any" argument are reachable this way; of those, the built-ins that look outside the value
+      // they are given are all named pg_* (pg_column_size and the like), and the names below cover
+      // the rest of what the allow-list leaves out should one ever take a row. A data column of such a
+      // name is refused as the price of closing that door.
+      const fields = stringsOf(type === 'ColumnRef' ? node['fields'] : node['indirection']);
       const last = (fields[fields.length - 1] ?? '').toLowerCase();
-      if (fields.length > 1 && (last.startsWith('pg_') || /^lo_|^lo(read|write)$/.test(last) || /_to_xml|^ts_(stat|rewrite)$|setting/.test(last))) {
+      if ((type === 'A_Indirection' || fields.length > 1) && (last.startsWith('pg_') || /^lo_|^lo(read|write)$/.test(last) || /_to_xml|^ts_(stat|rewrite)$|setting|^to_reg|^txid|^has_.*privilege$/.test(last))) {
         refuse(`the column or function ${fields.join('.')}`, 'x.f may call f(x)');
       }
       break;
