@@ -47,6 +47,7 @@ export const ERROR_CODES = {
   DATABASE_UNAVAILABLE: { status: 503, title: 'PostgreSQL is unreachable right now' },
   PROVISIONING_INCOMPLETE: { status: 503, title: 'Provisioning failed and its rollback has not finished yet' },
   REQUEST_TIMEOUT: { status: 503, title: 'The request did not finish within its deadline' },
+  RATE_LIMITER_UNAVAILABLE: { status: 503, title: 'The rate limiter\'s Redis is unreachable right now' },
   WEBHOOK_URL_INVALID: { status: 400, title: 'The webhook URL is not a reachable http(s) URL' },
   WEBHOOK_URL_FORBIDDEN: { status: 400, title: 'The webhook URL points at a private, loopback or link-local address' },
   WEBHOOK_NOT_FOUND: { status: 404, title: 'Webhook endpoint not found' },

@@ -308,3 +308,17 @@ function captured(fn: () => void): unknown {
   try { fn(); } catch (err) { return err; }
   return new Error('did not throw');
 }
+
+test('Redis down: a limiter decision fails with RATE_LIMITER_UNAVAILABLE (503, Retry-After), not a bare error that becomes a 500', async () => {
+  // port 1 on loopback: nothing listens, so every connection attempt is refused
+  const dead = new Redis('redis://127.0.0.1:1', { maxRetriesPerRequest: 0, enableOfflineQueue: true, retryStrategy: () => 50, lazyConnect: false });
+  dead.on('error', () => undefined);
+  const limiter = new RateLimiter(new RedisRateLimitStore(dead, 'tenantry-test-dead:'));
+  try {
+    const err = await rejectsWith(limiter.consume('tenant:x', { limit: 10, periodMs: 60_000, burst: 10 }), 'RATE_LIMITER_UNAVAILABLE');
+    assert.equal(err.status, 503);
+    assert.equal(err.details?.retryAfterSeconds, 2);
+  } finally {
+    dead.disconnect();
+  }
+});

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { RateLimitStore } from './limiter.js';
+import { TenantryError } from '../errors.js';
 
 // GCRA as one Lua script: atomic on the Redis server, clocked by the server's TIME so that several
 // application servers agree. Returns {allowed, tat, now} in microseconds.
@@ -26,8 +27,16 @@ export class RedisRateLimitStore implements RateLimitStore {
   }
 
   async decide(key: string, _intervalUs: number, burstUs: number, costUs: number): Promise<{ allowed: boolean; tatUs: number; nowUs: number }> {
-    const [allowed, tat, now] = await (this.redis as unknown as { tenantryGcra: (k: string, b: string, c: string) => Promise<[number, string, string]> })
-      .tenantryGcra(this.prefix + key, String(burstUs), String(costUs));
+    let reply: [number, string, string];
+    try {
+      reply = await (this.redis as unknown as { tenantryGcra: (k: string, b: string, c: string) => Promise<[number, string, string]> })
+        .tenantryGcra(this.prefix + key, String(burstUs), String(costUs));
+    } catch (err) {
+      // Redis down or unreachable is the server's fault, not the caller's: a retryable 503 with a code,
+      // never a bare 500 (ioredis gives up after maxRetriesPerRequest and rejects)
+      throw new TenantryError('RATE_LIMITER_UNAVAILABLE', `The rate limiter's Redis is unreachable right now (${(err as Error).message}); retry in a few seconds.`, { retryAfterSeconds: 2 }, { cause: err });
+    }
+    const [allowed, tat, now] = reply;
     return { allowed: allowed === 1, tatUs: Number(tat), nowUs: Number(now) };
   }
 
