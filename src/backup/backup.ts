@@ -9,7 +9,7 @@ import { appendAudit, type AuditActor } from '../audit/audit.js';
 import type { TenantService } from '../tenants/tenants.js';
 import { validateIsolation, type Isolation, type Tenant, type Tier } from '../tenants/model.js';
 import { STRATEGIES, type TenantPlacement } from '../isolation/modes.js';
-import { insertStagedRows, deleteTableRows, continueSequences, countTableRows, type TenantColumn, type TenantTable } from '../isolation/tenant-rows.js';
+import { readCopyOut, insertStagedRows, deleteTableRows, continueSequences, countTableRows, type TenantColumn, type TenantTable } from '../isolation/tenant-rows.js';
 import { checkKey, type BackupStore } from './store.js';
 import { ident } from '../identifiers.js';
 import { CONTEXT_SCHEMA } from '../isolation/data-plane.js';
@@ -365,10 +365,9 @@ async function renderTable(tx: TransactionSql, schema: string, table: TenantTabl
   const from = `(select ${cols} from ${ident(schema)}.${ident(table.name)} where tenant_id = (select ${CONTEXT_SCHEMA}.current_tenant()) order by ${order}) x`;
   const json = await tx.unsafe<{ j: string }[]>(`select to_jsonb(x)::text as j from ${from}`);
   const csvStream = await tx.unsafe(`copy (select * from ${from}) to stdout with (format csv, header true)`).readable();
-  const chunks: Buffer[] = [];
-  for await (const c of csvStream) chunks.push(Buffer.isBuffer(c) ? c : Buffer.from(c as string));
+  const csv = await readCopyOut(csvStream);
   return [
     { key: `${base}.jsonl`, body: Buffer.from(json.map((r) => `${r.j}\n`).join(''), 'utf8') },
-    { key: `${base}.csv`, body: Buffer.concat(chunks) },
+    { key: `${base}.csv`, body: csv },
   ];
 }

@@ -69,8 +69,20 @@ const mine = `tenant_id = (select ${CONTEXT_SCHEMA}.current_tenant())`;
 export async function exportTableRows(tx: TransactionSql, schema: string, table: TenantTable): Promise<Buffer> {
   const cols = columnList(table);
   const stream = await tx.unsafe(`copy (select ${cols} from ${ident(schema)}.${ident(table.name)} where ${mine} order by ${table.columns.map((_, i) => i + 1).join(', ')}) to stdout`).readable();
+  return readCopyOut(stream);
+}
+
+/**
+ * Reads a postgres.js COPY TO stream to its end. postgres.js pauses the socket when a push fills the
+ * stream's buffer and resumes it only from the stream's read(); when the end of the COPY arrived in the
+ * same socket read, the stream ends with the socket still paused and the connection never reads the
+ * next reply (the next statement hangs, the session idle in transaction). Resuming through read()
+ * once the stream has ended is harmless when the socket was not paused.
+ */
+export async function readCopyOut(stream: NodeJS.ReadableStream): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string));
+  (stream as unknown as { _read(n: number): void })._read(0);
   return Buffer.concat(chunks);
 }
 
