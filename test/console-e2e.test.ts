@@ -162,7 +162,7 @@ test('quota bars move and change colour as usage is recorded through the API; a 
   assert.equal((await api('GET', '/v1/tenant', undefined, secret)).status, 200);
   await checkPage(page, 'tenant');
   await page.reload();
-  await page.getByText('ci key').waitFor();
+  await page.getByText('ci key', { exact: true }).waitFor();
   assert.equal(await page.getByLabel('The new API key.').count(), 0, 'gone after a reload');
   assert.equal(await page.locator(`text=${secret}`).count(), 0);
   assert.ok(!(await page.content()).includes(secret), 'the secret is nowhere in the page');
