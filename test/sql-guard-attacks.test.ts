@@ -436,6 +436,35 @@ test('finding 9: the SQL endpoint shows other tenants\' metadata (row counts, si
   }
 });
 
+test('red team: XPath that never checks for a cancel, system columns that number other pooled tenants\' rows, and name lookups through aclitem, foreign types and text search configurations: refused', async () => {
+  for (const mode of MODES) {
+    const A = P[mode].a;
+    const other = P[mode === 'pooled' ? 'schema' : 'pooled'].b;
+    const hex = other.tenant.id.replace(/-/g, '');
+    for (const sql of [
+      // libxml's XPath ran past the 5 s statement timeout, the request deadline and suspension
+      `select xpath('count(//a[count(preceding::a) >= 0])', ('<r>' || repeat('<a/>', 30000) || '</r>')::xml)`,
+      `select xpath_exists('//a', '<r/>'::xml)`,
+      // ctid showed where (and how many) other tenants' rows sit in the shared table; xmin the server's transaction counter
+      'select ctid, name from agents',
+      'select a.xmin, a.tableoid from agents a',
+      `insert into agents (name, agent_type) values ('probe', 'x') returning ctid`,
+      // existence of another tenant's role or schema
+      `select '${other.tenant.placement.role}=r/${other.tenant.placement.role}'::aclitem`,
+      `select null::t_${hex}.agents`,
+      `select to_tsvector('t_${hex}.english', 'x')`,
+    ]) {
+      const r = await sqlAs(A.key, sql);
+      notAllowed(r, `${mode}: ${sql}`);
+    }
+    const param = await sqlAs(A.key, 'select to_tsvector($1, \'x\')', [`t_${hex}.english`]);
+    notAllowed(param, `${mode}: a configuration as a parameter`);
+    // what stays allowed: a built-in configuration by name, types of pg_catalog
+    const ok = await sqlAs(A.key, `select to_tsvector('english', 'cats')::text as v, '1'::pg_catalog.int4 as n`);
+    assert.equal(ok.status, 200, ok.text);
+  }
+});
+
 // ---- what a tenant keeps ----
 
 test('data work the SQL endpoint still runs: SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES, TABLE, built-in functions, EXPLAIN for schema and database tenants', async () => {

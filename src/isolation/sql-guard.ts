@@ -58,7 +58,8 @@ const EXPLAIN_OPTIONS = new Set(['analyze', 'verbose', 'costs', 'buffers', 'timi
  * other sessions (pg_*), signalling backends, sequences by name (nextval takes a relation name and
  * answers whether it exists), anything that runs SQL given as text (query_to_xml and the other
  * *_to_xml, ts_stat, ts_rewrite with a query) and xid/snapshot readers (they show other sessions'
- * activity). pg_sleep stays: the statement timeout bounds it, and it holds nothing another tenant waits on.
+ * activity), and xpath/xpath_exists (libxml evaluates XPath without ever checking for a cancel: a
+ * quadratic expression ran past the statement timeout, the request deadline and suspension). pg_sleep stays: the statement timeout bounds it, and it holds nothing another tenant waits on.
  */
 const ALLOWED_FUNCTIONS = new Set(`
 abs cbrt ceil ceiling degrees div exp factorial floor gcd lcm ln log log10 min_scale mod pi power pow
@@ -102,7 +103,7 @@ daterange int4multirange int8multirange nummultirange tsmultirange tstzmultirang
 abbrev broadcast family host hostmask inet_merge inet_same_family masklen netmask network set_masklen
 to_tsvector to_tsquery plainto_tsquery phraseto_tsquery websearch_to_tsquery ts_rank ts_rank_cd ts_headline
 setweight strip tsvector_to_array array_to_tsvector numnode querytree ts_delete ts_filter
-xmlcomment xmlconcat xmltext xpath xpath_exists xml_is_well_formed xml_is_well_formed_document
+xmlcomment xmlconcat xmltext xml_is_well_formed xml_is_well_formed_document
 xml_is_well_formed_content
 int2 int4 int8 float4 float8 numeric text bool date time timetz timestamp timestamptz interval varchar bpchar
 uuid jsonb json bytea inet cidr macaddr money
@@ -113,12 +114,32 @@ area center diameter height width radius npoints point box circle line lseg path
  * Type names a cast may not name. Complete because it is every object-identifier alias type PostgreSQL
  * has (reg* plus oid-to-name conversion goes only through these): casting a number to regrole,
  * regclass or regnamespace prints another tenant's role, table or schema name, and casting a name to
- * them answers whether it exists.
+ * them answers whether it exists. aclitem is the one other type whose input looks up roles by name
+ * ('x=r/some_role'::aclitem answered whether another tenant's role exists).
  */
-const REFUSED_TYPES = new Set(['regclass', 'regcollation', 'regconfig', 'regdictionary', 'regnamespace', 'regoper', 'regoperator', 'regproc', 'regprocedure', 'regrole', 'regtype']);
+const REFUSED_TYPES = new Set(['aclitem', 'regclass', 'regcollation', 'regconfig', 'regdictionary', 'regnamespace', 'regoper', 'regoperator', 'regproc', 'regprocedure', 'regrole', 'regtype']);
 
 /** Table-sample methods of core PostgreSQL (both read only the sampled table). */
 const SAMPLE_METHODS = new Set(['bernoulli', 'system']);
+
+/**
+ * System columns. In the pooled tables they number every tenant's rows: ctid showed where other
+ * tenants' rows sit (and how many there are), xmin/xmax the server-wide transaction counter, tableoid
+ * the shared table's oid. No user column can carry these names (PostgreSQL refuses them), so refusing
+ * the names refuses nothing a tenant's own columns need.
+ */
+const SYSTEM_COLUMNS = new Set(['ctid', 'xmin', 'xmax', 'cmin', 'cmax', 'tableoid']);
+
+/**
+ * Text search functions whose first argument may be a configuration (regconfig). An untyped literal
+ * or parameter there is looked up by name, schema included, so 't_<id>.english' answered whether
+ * another tenant's schema exists. Their first argument, when it is a configuration, must be a plain
+ * built-in name written as a literal.
+ */
+const TS_CONFIG_ARITY: Record<string, number[]> = {
+  to_tsvector: [2], to_tsquery: [2], plainto_tsquery: [2], phraseto_tsquery: [2], websearch_to_tsquery: [2],
+  ts_headline: [3, 4], json_to_tsvector: [3], jsonb_to_tsvector: [3],
+};
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
@@ -225,7 +246,7 @@ function walk(root: unknown, opts: GuardOptions): void {
     }
     if (!value || typeof value !== 'object') continue;
     const obj = value as Record<string, unknown>;
-    if (key === 'typeName' || key === 'TypeName' || key === 'ofType') checkType(obj);
+    if (key === 'typeName' || key === 'TypeName' || key === 'ofType') checkType(obj, opts);
     for (const [k, v] of Object.entries(obj)) {
       if (v && typeof v === 'object' && !Array.isArray(v)) checkNode(k, v as Record<string, unknown>, opts);
       stack.push({ value: v, key: k, depth: depth + 1 });
@@ -251,6 +272,15 @@ function checkNode(type: string, node: Record<string, unknown>, opts: GuardOptio
       // pg_catalog is searched before the tenant's schema, so an unqualified name on the list is the built-in one
       if (names.length > 2 || (schema !== undefined && schema !== 'pg_catalog') || !ALLOWED_FUNCTIONS.has(name)) {
         refuse(`the function ${names.join('.')}()`, 'only built-in data functions are allowed: not large objects, advisory locks, settings, server files, statistics, other sessions, or SQL given as text');
+      }
+      const arity = TS_CONFIG_ARITY[name];
+      const args = Array.isArray(node['args']) ? node['args'] as Record<string, unknown>[] : [];
+      if (arity && arity.includes(args.length)) {
+        const first = args[0] ?? {};
+        const literal = (first['A_Const'] as { sval?: { sval?: string } } | undefined)?.sval?.sval;
+        if (first['ParamRef'] || (typeof literal === 'string' && !/^[a-z_]+$/i.test(literal))) {
+          refuse(`a text search configuration given as ${first['ParamRef'] ? 'a parameter' : JSON.stringify(literal)} in ${name}()`, 'write a built-in configuration name such as \'english\' as a literal');
+        }
       }
       break;
     }
@@ -281,6 +311,7 @@ function checkNode(type: string, node: Record<string, unknown>, opts: GuardOptio
       // name is refused as the price of closing that door.
       const fields = stringsOf(type === 'ColumnRef' ? node['fields'] : node['indirection']);
       const last = (fields[fields.length - 1] ?? '').toLowerCase();
+      if (type === 'ColumnRef' && SYSTEM_COLUMNS.has(last)) refuse(`the system column ${last}`, 'in shared tables it describes other tenants\' rows and transactions');
       if ((type === 'A_Indirection' || fields.length > 1) && (last.startsWith('pg_') || /^lo_|^lo(read|write)$/.test(last) || /_to_xml|^ts_(stat|rewrite)$|setting|^to_reg|^txid|^has_.*privilege$/.test(last))) {
         refuse(`the column or function ${fields.join('.')}`, 'x.f may call f(x)');
       }
@@ -290,8 +321,13 @@ function checkNode(type: string, node: Record<string, unknown>, opts: GuardOptio
   }
 }
 
-function checkType(node: Record<string, unknown>): void {
+function checkType(node: Record<string, unknown>, opts: GuardOptions): void {
   const names = stringsOf(node['names']).map((s) => s.toLowerCase());
   const name = names[names.length - 1] ?? '';
   if (REFUSED_TYPES.has(name)) refuse(`the type ${names.join('.')}`, 'it turns object ids into names of roles, tables and schemas');
+  // a type named in another schema ('null::t_<id>.agents') answered whether that tenant's schema exists
+  const schema = names.length > 1 ? names[names.length - 2] : undefined;
+  if (names.length > 2 || (schema !== undefined && schema !== 'pg_catalog' && schema !== opts.schema.toLowerCase())) {
+    refuse(`the type ${names.join('.')}`, 'a statement may name only built-in types and the tenant\'s own');
+  }
 }
