@@ -57,18 +57,15 @@ export class AuthThrottle {
     }
   }
 
-  /** Before any credential check: refuses (RATE_LIMITED, retryAfterSeconds) an address that failed too often. */
-  check(address: string): void {
-    const wait = this.waitMs(`a:${address}`, this.rules.perAddress);
-    if (wait > 0) throw this.refusal('address', wait);
-  }
-
   /**
    * Counts one failed authentication against the address and the key id (when the token named one).
-   * Returns the error to answer instead of the failure's own: RATE_LIMITED when the key id was over
-   * its limit already.
+   * Returns the error to answer instead of the failure's own: RATE_LIMITED when the address or the
+   * key id was over its limit already. Only failures are refused: a right credential always passes.
    */
   failed(address: string, keyId: string | undefined, reason: string): TenantryError | undefined {
+    // a refusal of a throttled address is not counted again (its burst already was), as before any check
+    const addressWait = this.waitMs(`a:${address}`, this.rules.perAddress);
+    if (addressWait > 0) return this.refusal('address', addressWait);
     this.hooks.onFailure?.({ reason });
     const keyWait = keyId ? this.waitMs(`k:${keyId}`, this.rules.perKey) : 0;
     this.count(address, keyId);
