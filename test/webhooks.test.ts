@@ -173,7 +173,9 @@ test('SSRF attack: a tenant key registering a loopback, link-local or private ta
   const r = await app.inject({ method: 'POST', url: '/v1/tenants', headers: { authorization: `Bearer ${ADMIN}` }, payload: { slug: 'wh-ssrf', name: 'SSRF' } });
   const { id, apiKey } = r.json() as { id: string; apiKey: string };
   for (const url of ['http://127.0.0.1:5432/', 'http://localhost/', 'http://169.254.169.254/latest/meta-data/', 'http://10.1.2.3/', 'http://192.168.0.1/',
-    'http://[::1]/', 'http://[::ffff:127.0.0.1]/', 'http://[fe80::1]/', 'http://0.0.0.0/', 'http://100.64.0.1/', 'http://[::ffff:a9fe:a9fe]/']) {
+    'http://[::1]/', 'http://[::ffff:127.0.0.1]/', 'http://[fe80::1]/', 'http://0.0.0.0/', 'http://100.64.0.1/', 'http://[::ffff:a9fe:a9fe]/',
+    // IPv4 inside transition ranges (the red team's 201s): IPv4-compatible, 6to4, Teredo
+    'http://[::127.0.0.1]/', 'http://[2002:7f00:1::]/', 'http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/']) {
     const res = await app.inject({ method: 'POST', url: '/v1/webhooks', headers: { authorization: `Bearer ${apiKey}` }, payload: { url } });
     assert.equal(res.statusCode, 400, `${url}: ${res.body}`);
     assert.equal((res.json() as { code: string }).code, 'WEBHOOK_URL_FORBIDDEN', url);
@@ -187,6 +189,7 @@ test('SSRF attack: a tenant key registering a loopback, link-local or private ta
   const op = await app.inject({ method: 'POST', url: '/v1/webhooks', headers: { authorization: `Bearer ${ADMIN}` }, payload: { url: `${base}/operator`, tenant: id } });
   assert.equal(op.statusCode, 201, op.body);
   assert.ok(isPrivateAddress('::ffff:10.0.0.1') && isPrivateAddress('172.20.1.1') && !isPrivateAddress('93.184.216.34'));
+  assert.ok(isPrivateAddress('::7f00:1') && isPrivateAddress('2002:a9fe:a9fe::1') && !isPrivateAddress('2606:4700::1111'));
 });
 
 test('SSRF attack at delivery time: a tenant endpoint whose name now points inside, or that redirects, is not followed', async () => {

@@ -16,6 +16,10 @@ for (const [net, bits] of [
 ] as const) PRIVATE.addSubnet(net, bits, 'ipv4');
 for (const [net, bits] of [
   ['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['2001:db8::', 32], ['100::', 64],
+  // transition ranges that carry an IPv4 address a relay or the host may route to: IPv4-compatible
+  // (::a.b.c.d, the red team registered http://[::127.0.0.1]/), 6to4 (2002:a.b.c.d::, it registered
+  // 127.0.0.1 as 2002:7f00:1::), Teredo and local-use NAT64. No real receiver needs them.
+  ['::', 96], ['2002::', 16], ['2001::', 32], ['64:ff9b:1::', 48],
 ] as const) PRIVATE.addSubnet(net, bits, 'ipv6');
 
 /** Whether an address is loopback, private, link-local, shared, reserved or multicast (IPv4 inside IPv6 too). */
