@@ -189,7 +189,7 @@ test('corrupted, truncated or tampered backups are refused and nothing is restor
   const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
   const attempts: [string, () => void][] = [
-    ['a flipped byte', () => { const b = Buffer.from(good); b[b.length >> 1] ^= 0xff; writeFileSync(dataFile, b); }],
+    ['a flipped byte', () => { const b = Buffer.from(good); const at = b.length >> 1; b[at] = b[at]! ^ 0xff; writeFileSync(dataFile, b); }],
     ['a truncated file', () => writeFileSync(dataFile, good.subarray(0, good.length - 7))],
     ['a missing file', () => rmSync(dataFile)],
     ['a changed row, recompressed, its checksums fixed in the manifest', () => {
