@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   SQL_NOT_ALLOWED: { status: 403, title: 'The SQL endpoint does not run that statement or function' },
   IDEMPOTENCY_KEY_REUSED: { status: 422, title: 'Idempotency key reused for another request' },
   IDEMPOTENCY_IN_PROGRESS: { status: 409, title: 'A request with this idempotency key is still running' },
+  IDEMPOTENCY_RESULT_LOST: { status: 409, title: 'The request with this idempotency key committed, but its answer was lost' },
   INVITATION_CLOSED: { status: 409, title: 'The invitation was already accepted or revoked' },
   INVALID_PLANS: { status: 400, title: 'The plan file is not valid' },
   PLAN_TIER_IN_USE: { status: 409, title: 'The plans remove a tier that tenants are on' },

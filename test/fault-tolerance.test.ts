@@ -169,6 +169,35 @@ test('a create whose answer was lost (the server died after the commit) is found
   assert.equal(other.body.code, 'SLUG_TAKEN');
 });
 
+test('a key, member or invitation create whose answer was lost is not run a second time by a retry with the same Idempotency-Key', async () => {
+  const t = await inst.tenantry.tenants.create({ slug: `lost-key-${randomBytes(3).toString('hex')}` });
+  const path = `/v1/tenants/${t.id}/api-keys`;
+  const body = { name: 'ci', scopes: ['read'] };
+  const key = `key-${randomBytes(4).toString('hex')}`;
+  // what a process killed right after its COMMIT leaves: the key, audited under the first request's id,
+  // and the claim in progress with a lease nobody renews
+  await inst.tenantry.keys.create(t.id, body, { actor: 'operator', requestId: `first-${key}` });
+  await inst.su`insert into tenantry_catalog.http_idempotency (principal, idempotency_key, method, path, body_sha256, locked_until, request_id)
+    values ('operator', ${key}, 'POST', ${path}, ${IdempotencyStore.fingerprint('POST', path, body)}, now() - interval '1 second', ${`first-${key}`})`;
+  const keysBefore = (await inst.tenantry.keys.list(t.id)).length;
+  const retry = await call('POST', path, body, { 'idempotency-key': key });
+  assert.equal(retry.status, 409, JSON.stringify(retry.body));
+  assert.equal(retry.body.code, 'IDEMPOTENCY_RESULT_LOST');
+  assert.match(retry.body.detail, /api_key\.created/);
+  assert.equal((await inst.tenantry.keys.list(t.id)).length, keysBefore, 'no second key');
+  // the answer is kept: the next retry replays it, and still makes nothing
+  const again = await call('POST', path, body, { 'idempotency-key': key });
+  assert.equal(again.status, 409);
+  assert.equal((await inst.tenantry.keys.list(t.id)).length, keysBefore);
+  // a takeover whose first holder committed nothing runs the request
+  const fresh = `key-${randomBytes(4).toString('hex')}`;
+  await inst.su`insert into tenantry_catalog.http_idempotency (principal, idempotency_key, method, path, body_sha256, locked_until, request_id)
+    values ('operator', ${fresh}, 'POST', ${path}, ${IdempotencyStore.fingerprint('POST', path, body)}, now() - interval '1 second', ${`first-${fresh}`})`;
+  const ran = await call('POST', path, body, { 'idempotency-key': fresh });
+  assert.equal(ran.status, 201, JSON.stringify(ran.body));
+  assert.equal((await inst.tenantry.keys.list(t.id)).length, keysBefore + 1);
+});
+
 test('a debit whose answer was lost is applied once when retried with the same Idempotency-Key header', async () => {
   const t = await inst.tenantry.tenants.create({ slug: `debit-${randomBytes(3).toString('hex')}` });
   const key = `debit-${randomUUID()}`;

@@ -100,6 +100,17 @@ export class IdempotencyStore {
   }
 
   /**
+   * What a request id's earlier holder committed, if anything: every change Tenantry makes appends an
+   * audit entry in the change's own transaction, carrying the request id, so a taken-over claim can
+   * tell "the work never ran" from "the work committed and only its answer was lost".
+   */
+  async committedWork(requestId: string): Promise<{ action: string; target: string } | undefined> {
+    const [row] = await this.sql<{ action: string; target: string }[]>`
+      select action, target from tenantry_catalog.audit_log where request_id = ${requestId} order by id limit 1`;
+    return row;
+  }
+
+  /**
    * Stores the response for replays, without its secrets: a new API key or invitation token is shown
    * once and kept nowhere in plaintext, so a replay returns the rest of the response with the secret
    * replaced by a marker (rotate the key if the first response was lost).

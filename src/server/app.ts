@@ -200,6 +200,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     const heartbeat = setInterval(() => { tenantry.idempotency.heartbeat(principal, key).catch(() => undefined); }, (tenantry.idempotency.leaseSeconds * 1000) / 3);
     heartbeat.unref();
     req.idempotency = { principal, key, requestId: claim.requestId, takenOver: claim.takenOver, heartbeat };
+    // A takeover: the first holder died, perhaps after its COMMIT. Running the request again would make a
+    // second key, member or invitation; its audit entry (written in the change's own transaction, with
+    // this request id) says whether the work committed. A create of a tenant finds its tenant instead,
+    // and a debit is keyed by its Idempotency-Key inside its own transaction (it applies once anyway).
+    if (claim.takenOver && path !== '/v1/tenants' && !path.endsWith('/usage')) {
+      const done = await tenantry.idempotency.committedWork(claim.requestId);
+      if (done) {
+        throw new TenantryError('IDEMPOTENCY_RESULT_LOST', `The request with Idempotency-Key ${JSON.stringify(key)} committed (${done.action} ${done.target}) but its answer was lost; it is not run again. Read the result back (a new key's secret was shown to nobody: rotate it).`, { action: done.action, target: done.target });
+      }
+    }
   });
   app.addHook('onSend', async (req, reply, payload) => {
     const idem = req.idempotency;
