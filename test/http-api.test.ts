@@ -506,9 +506,13 @@ test('the route table covers every /v1 route the server has (per its OpenAPI doc
     .filter(([p]) => p.startsWith('/v1/'))
     .flatMap(([p, ops]) => Object.keys(ops).filter((m) => m !== 'head').map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`))
     .sort();
-  assert.deepEqual(ROUTES.map((r) => `${r.method} ${r.pattern}`).sort(), documented);
+  // the webhook routes name their tenant in the body or query, not the path: their auth matrix (operator,
+  // own tenant with the admin scope, another tenant 404) is in test/webhooks.test.ts
+  const elsewhere = ['DELETE /v1/webhooks/:webhookId', 'GET /v1/webhooks', 'GET /v1/webhooks/:webhookId/deliveries', 'POST /v1/webhooks'];
+  assert.deepEqual(ROUTES.map((r) => `${r.method} ${r.pattern}`).sort(), documented.filter((r) => !elsewhere.includes(r)));
+  assert.deepEqual(documented.filter((r) => elsewhere.includes(r)), elsewhere, 'the webhook routes are documented');
   for (const r of ROUTES) assert.ok(app.hasRoute({ method: r.method, url: r.pattern }), `${r.method} ${r.pattern} is registered`);
-  assert.equal(documented.length, 39);
+  assert.equal(documented.length, 43);
 });
 
 test('a tenant key names its own tenant by id or slug; another tenant by either is 404, and so is an unknown one', async () => {

@@ -104,7 +104,7 @@ test('slugs of exactly 3 and 63 characters are accepted; object names never cont
     assert.equal(t.slug, slug);
     assert.equal(t.status, 'active');
     const hex = t.id.replace(/-/g, '');
-    assert.deepEqual(t.placement, { database: `${inst.namespace}_shared`, schema: `t_${hex}`, role: `${inst.namespace}_t_${hex}` }, 'names derive from the id only');
+    assert.deepEqual(t.placement, { server: 'default', database: `${inst.namespace}_shared`, schema: `t_${hex}`, role: `${inst.namespace}_t_${hex}` }, 'names derive from the id only');
     await inst.tenantry.withTenant(slug, (sql) => sql`insert into agents (name, agent_type) values ('ok', 'x')`);
     assert.equal(await inst.tenantry.query(slug, 'select count(*)::int from agents', [], 'val'), 1);
   }
