@@ -34,7 +34,8 @@ if (!env.DATABASE_URL) {
   stop = server.stop;
 }
 const concurrency = env.TEST_CONCURRENCY ?? '2';
-const child = spawn(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, ...files], { stdio: 'inherit', env });
+// a test that hangs fails after 10 minutes instead of holding the run forever (a test may set its own)
+const child = spawn(process.execPath, ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-timeout=600000', ...files], { stdio: 'inherit', env });
 const code: number = await new Promise((resolve) => child.on('close', (c) => resolve(c ?? 1)));
 await stop?.();
 process.exit(code);
