@@ -13,7 +13,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { freshInstallation, type TestInstallation } from './helpers/installation.js';
+import { freshInstallation, SUPERUSER_URL, type TestInstallation } from './helpers/installation.js';
 import { rejectsWith } from './helpers/assertions.js';
 import { buildServer } from '../src/server/app.js';
 import { IdempotencyStore, SECRET_NOT_REPLAYED } from '../src/idempotency/idempotency.js';
@@ -261,7 +261,9 @@ test('doctor names orphaned claims and half-made objects; repair clears both', a
   await inst.su`insert into tenantry_catalog.http_idempotency (principal, idempotency_key, method, path, body_sha256, locked_until, request_id)
     values ('operator', ${`orphan-${randomUUID()}`}, 'POST', '/v1/tenants', 'x', now() - interval '2 hours', 'dead')`;
   const orphanSchema = `t_${randomBytes(16).toString('hex')}`;
-  const shared = inst.urlFor(`${inst.namespace}_shared`, 'postgres');
+  // the superuser of SUPERUSER_URL, password included (the embedded server asks for one)
+  const su = new URL(SUPERUSER_URL);
+  const shared = inst.urlFor(`${inst.namespace}_shared`, decodeURIComponent(su.username) || 'postgres', decodeURIComponent(su.password));
   const postgres = (await import('postgres')).default;
   const s = postgres(shared, { max: 1, onnotice: () => {} });
   await s.unsafe(`create schema "${orphanSchema}" authorization "${inst.namespace}_owner"`);
