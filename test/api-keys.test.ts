@@ -8,6 +8,7 @@ import { ApiKeyService, parseApiKey, type CreatedApiKey } from '../src/keys/api-
 import type { Core } from '../src/core.js';
 import type { TenantService } from '../src/tenants/tenants.js';
 import { rejectsWith } from './helpers/assertions.js';
+import { assembleKey as assemble } from './helpers/keys.js';
 
 /**
  * Invariant 8: API key secrets are shown once and stored as hashes; lookup is by key id. Plus the key
@@ -25,21 +26,6 @@ async function tenant(tier: Tier = 'starter'): Promise<Tenant & { apiKey?: Creat
 }
 
 const KEY_FORMAT = /^tnt_live_([0-9A-Za-z]{12})_([0-9A-Za-z]{32})([0-9A-Za-z]{6})$/;
-const B62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
-
-/** The documented checksum (CRC-32 of the body in 6 base-62 digits), to forge well-formed keys. */
-function checksum(body: string): string {
-  let c = ~0;
-  for (const byte of Buffer.from(body, 'utf8')) {
-    c ^= byte;
-    for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
-  }
-  let n = ~c >>> 0;
-  let out = '';
-  for (let i = 0; i < 6; i++) { out = B62[n % 62] + out; n = Math.floor(n / 62); }
-  return out;
-}
-const assemble = (keyId: string, secret: string): string => `tnt_live_${keyId}_${secret}${checksum(`tnt_live_${keyId}_${secret}`)}`;
 const split = (key: string): { keyId: string; secret: string } => {
   const m = KEY_FORMAT.exec(key);
   assert.ok(m, `key format: ${key}`);
