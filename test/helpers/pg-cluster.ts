@@ -97,9 +97,12 @@ export async function startPgCluster(opts: { maxConnections?: number } = {}): Pr
   const start = async (): Promise<void> => {
     // After a kill -9 its orphaned backends may hold the shared memory for a moment: retry until it starts.
     for (let attempt = 0; attempt < 60; attempt++) {
+      // fsync=off is safe against kill -9 (the OS keeps what was written); synchronous_commit stays on,
+      // since with it off a commit is acknowledged before its WAL leaves shared memory, and a kill -9
+      // of the postmaster then loses acknowledged work (the chaos test caught exactly that).
       child = spawn(path.join(binDir, 'postgres'), [
         '-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1',
-        '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
+        '-c', 'fsync=off', '-c', 'full_page_writes=off',
         '-c', `max_connections=${opts.maxConnections ?? 200}`, '-c', 'shared_buffers=32MB',
       ], { stdio: 'ignore', ...ids });
       const c = child;
