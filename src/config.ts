@@ -241,14 +241,43 @@ export function configuredEnv(env: NodeJS.ProcessEnv = process.env, cwd = proces
 export function serverOptions(env: NodeJS.ProcessEnv = configuredEnv()): ServerOptions {
   const port = env.PORT ? intFromEnv('PORT', env.PORT) : 8080;
   if (port < 0 || port > 65535) throw new TenantryError('INVALID_CONFIG', `PORT must be 0-65535, got ${port}.`);
-  const logLevel = env.LOG_LEVEL ?? 'info';
-  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
-    throw new TenantryError('INVALID_CONFIG', `LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent; got ${JSON.stringify(logLevel)}.`);
-  }
+  const logLevel = logLevelFrom(env, 'info');
   const baseDomain = env.TENANTRY_BASE_DOMAIN?.toLowerCase().replace(/^\./, '') || undefined;
   const requestTimeoutMs = env.TENANTRY_REQUEST_TIMEOUT_MS ? intFromEnv('TENANTRY_REQUEST_TIMEOUT_MS', env.TENANTRY_REQUEST_TIMEOUT_MS) : 30_000;
   if (requestTimeoutMs < 100 || requestTimeoutMs > 3_600_000) throw new TenantryError('INVALID_CONFIG', `TENANTRY_REQUEST_TIMEOUT_MS must be 100-3600000, got ${requestTimeoutMs}.`);
   return { port, host: env.HOST ?? '127.0.0.1', logLevel, baseDomain, tenantLabels: env.TENANTRY_METRICS_TENANT_LABELS === 'true', requestTimeoutMs };
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** LOG_LEVEL, checked; `fallback` when unset. */
+function logLevelFrom(env: NodeJS.ProcessEnv, fallback: string): string {
+  const logLevel = env.LOG_LEVEL || fallback;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new TenantryError('INVALID_CONFIG', `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}; got ${JSON.stringify(logLevel)}.`);
+  }
+  return logLevel;
+}
+
+/** What the `tenantry` command reads from the environment (and the config file beneath it). */
+export interface CliOptions {
+  /** env LOG_LEVEL; default warn for commands (they print results, not logs), info for `tenantry worker` */
+  logLevel: string;
+  workerLogLevel: string;
+  /** env TENANTRY_PLANS: the default plan file of `tenantry plans diff|apply|types`; else ./tenantry.plans.json */
+  plansFile: string;
+}
+
+export function cliOptions(env: NodeJS.ProcessEnv = configuredEnv()): CliOptions {
+  return { logLevel: logLevelFrom(env, 'warn'), workerLogLevel: logLevelFrom(env, 'info'), plansFile: env.TENANTRY_PLANS || 'tenantry.plans.json' };
+}
+
+/**
+ * The environment a child process (initdb, pg_ctl, postgres) runs with: this process's own, with
+ * messages in English so their output can be read. Passed through whole, not read.
+ */
+export function childProcessEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, LC_MESSAGES: 'C' };
 }
 
 /** The one place environment variables (and the config file beneath them, configuredEnv) are read. */

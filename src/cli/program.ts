@@ -7,7 +7,7 @@ import cliProgress from 'cli-progress';
 import pino from 'pino';
 import { Tenantry } from '../tenantry.js';
 import { TenantryError, isTenantryError, isDatabaseUnavailable } from '../errors.js';
-import { serverOptions, PACKAGE_ROOT } from '../config.js';
+import { cliOptions, serverOptions, PACKAGE_ROOT } from '../config.js';
 import path from 'node:path';
 import { existsSync, writeFileSync } from 'node:fs';
 import { readPlanFile, type PlanDiff } from '../plans/plans.js';
@@ -64,8 +64,7 @@ const showTenant = (t: Tenant): string => table([tenantView(t)], TENANT_COLUMNS)
 
 /** Opens the library for one command and always closes it. */
 async function withTenantry<T>(fn: (t: Tenantry) => Promise<T>): Promise<T> {
-  const level = process.env.LOG_LEVEL ?? 'warn';
-  const tenantry = await Tenantry.open({ logger: pino({ level }, pino.destination(2)) });
+  const tenantry = await Tenantry.open({ logger: pino({ level: cliOptions().logLevel }, pino.destination(2)) });
   try {
     return await fn(tenantry);
   } finally {
@@ -394,7 +393,7 @@ export function buildCli(): Command {
 
   const plans = program.command('plans').description('The app\'s plans: metrics, tiers in order, features (tenantry.plans.json)');
   // the plan file: the argument, else TENANTRY_PLANS, else ./tenantry.plans.json
-  const planFile = (file?: string): string => path.resolve(file ?? process.env.TENANTRY_PLANS ?? 'tenantry.plans.json');
+  const planFile = (file?: string): string => path.resolve(file ?? cliOptions().plansFile);
   const showDiff = (d: PlanDiff, applied: boolean): string => [
     d.identical ? 'no changes: the file and the catalog declare the same plans' : table(d.changes.map((c) => ({ ...c, from: c.from === undefined ? '' : JSON.stringify(c.from), to: c.to === undefined ? '' : JSON.stringify(c.to) })), ['change', 'target', 'from', 'to']),
     `tenants affected: ${d.tenantsAffected}`,
@@ -487,7 +486,7 @@ export function buildCli(): Command {
     .requiredOption('--confirm <namespace>', 'repeat the namespace (TENANTRY_NAMESPACE) to confirm')
     .addHelpText('after', '\nExample:\n  tenantry uninstall --confirm tenantry')
     .action(async (o: { confirm: string }) => {
-      const tenantry = await Tenantry.open({ logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2)) });
+      const tenantry = await Tenantry.open({ logger: pino({ level: cliOptions().logLevel }, pino.destination(2)) });
       try {
         await tenantry.uninstall({ confirm: o.confirm });
       } catch (err) {
@@ -650,7 +649,7 @@ function parseJsonObject(value: string): Record<string, unknown> {
 
 /** `tenantry worker`: the job runner alone, until SIGTERM or SIGINT. */
 async function worker(schedule: boolean): Promise<void> {
-  const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  const logger = pino({ level: cliOptions().workerLogLevel });
   // as serve: a fault of PostgreSQL or the network that escapes a handler (graphile-worker reports a
   // failed job's update while PostgreSQL restarts as an unhandled rejection) is logged, never fatal
   const keepRunning = (kind: string) => (err: unknown): void => { logger.error({ err }, `${kind}: the worker keeps running`); };

@@ -4,6 +4,7 @@ import net from 'node:net';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { TenantryError } from '../errors.js';
+import { childProcessEnv } from '../config.js';
 import type { Logger } from '../logger.js';
 import { runAsUser, embeddedBinaries, clusterDir, type RunAs, type PgBinaries } from './embedded-binaries.js';
 
@@ -68,7 +69,7 @@ export async function startEmbedded(dataDir: string, preferredPort: number, logg
 /** Runs a program (as `runAs` when given) and resolves with its output, or rejects saying what failed. */
 function runProgram(program: string, args: string[], runAs: RunAs | undefined): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' }, ...(runAs ?? {}) });
+    const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childProcessEnv(), ...(runAs ?? {}) });
     let output = '';
     child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
     child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
@@ -108,7 +109,7 @@ async function startPostmaster(bin: PgBinaries, pgDir: string, port: number, run
     '-D', pgDir, '-p', String(port),
     // listen on loopback only: the embedded server is a development and test convenience
     '-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=300', '-c', 'unix_socket_directories=',
-  ], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' }, ...(runAs ?? {}) });
+  ], { stdio: ['ignore', 'ignore', 'pipe'], env: childProcessEnv(), ...(runAs ?? {}) });
   let tail = '';
   child.stderr!.on('data', (d: Buffer) => {
     const text = d.toString();
