@@ -42,12 +42,11 @@ import { PlanState, loadPlans } from './plans/state.js';
 import { PlanService } from './plans/plans.js';
 import { checkingInputs } from './input/safe-text.js';
 import { JobRunner, installJobSchema } from './jobs/runner.js';
+import { OperationService } from './operations/operations.js';
 import { LifecycleService } from './lifecycle/lifecycle.js';
 import { RetentionService, ensureAuditPurge } from './retention/retention.js';
 import { WebhookService } from './webhooks/webhooks.js';
 import { BackupService } from './backup/backup.js';
-import { MoveService } from './move/move.js';
-import { isMovingRefusal } from './move/change-log.js';
 import { LocalBackupStore, lazyStore } from './backup/store.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
@@ -92,8 +91,8 @@ export class Tenantry {
   readonly webhooks: WebhookService;
   /** per-tenant backups, restores, clones and exports (issue #14) */
   readonly backups: BackupService;
-  /** online moves of a tenant between isolation modes (issue #14); `tenants.move()` starts one */
-  readonly moves: MoveService;
+  /** long-running operations (backup, export, restore, clone, move) the HTTP API answers 202 with */
+  readonly operations: OperationService;
   /** the job runner (graphile-worker): `serve` and `tenantry worker` start it */
   readonly jobs: JobRunner;
   private closed = false;
@@ -117,8 +116,6 @@ export class Tenantry {
     this.keys = checkingInputs(new ApiKeyService(core, this.tenants, core.opts.keyPepper));
     this.members = checkingInputs(new MemberService(core, this.tenants, this.quotas, (tenantId) => this.keys.invalidate(tenantId)));
     this.tenants.attachKeys(this.keys);
-    this.moves = checkingInputs(new MoveService(core, this.tenants));
-    this.tenants.attachMover(this.moves);
     // applied plans change limits and may move tenants: drop what is cached of either
     this.plans = new PlanService(core, () => { core.cache.clear(); this.rateLimits.clear(); });
     this.authThrottle = new AuthThrottle({ perAddress: core.opts.authFailuresPerAddress, perKey: core.opts.authFailuresPerKey }, {
@@ -145,7 +142,8 @@ export class Tenantry {
       core.opts.backupS3
         ? lazyStore('s3', async () => new (await import('./backup/s3-store.js')).S3BackupStore(core.opts.backupS3!))
         : new LocalBackupStore(core.opts.backupDir)));
-    this.jobs = new JobRunner(core, { quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks, backups: this.backups });
+    this.operations = checkingInputs(new OperationService(core, this.tenants, this.backups));
+    this.jobs = new JobRunner(core, { quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks, backups: this.backups, operations: this.operations });
     // provisionings whose rollback could not finish, and rows abandoned by processes that died: a
     // timer with a lock until this process runs the job runner (startJobs), whose schedule then sweeps
     startHealer(core);
@@ -324,19 +322,7 @@ export class Tenantry {
   async withTenant<T>(idOrSlug: string, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
     this.assertOpen();
     if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenant(idOrSlug, fn) needs a function.');
-    const tenant = await this.tenants.resolveForWork(idOrSlug);
-    return runInTenant(this.core, tenant, fn).catch((err: unknown) => { throw this.movingRefusal(err, tenant); });
-  }
-
-  /**
-   * A write refused by the data plane because the tenant is in a move's read-only window becomes
-   * TENANT_MOVING; its cached placement is dropped, so the retry finds the new one once it switched.
-   */
-  private movingRefusal(err: unknown, tenant: { id: string; slug: string }): unknown {
-    if (!isMovingRefusal(err)) return err;
-    this.core.cache.invalidate(tenant.id);
-    return new TenantryError('TENANT_MOVING', `Tenant "${tenant.slug}" is being moved to another isolation mode: writes are refused for a moment (reads go on); retry shortly.`,
-      { tenantId: tenant.id, retryAfterSeconds: 1 }, { cause: err });
+    return runInTenant(this.core, await this.tenants.resolveForWork(idOrSlug), fn);
   }
 
   /**
@@ -350,8 +336,7 @@ export class Tenantry {
     if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenantRole(idOrSlug, fn) needs a function.');
     const timeout = opts.statementTimeoutMs ?? 0;
     if (!Number.isInteger(timeout) || timeout < 0) throw new TenantryError('INVALID_INPUT', 'statementTimeoutMs must be a non-negative integer.');
-    const tenant = await this.tenants.resolveForWork(idOrSlug);
-    return runAsTenantRole(this.core, tenant, fn, opts).catch((err: unknown) => { throw this.movingRefusal(err, tenant); });
+    return runAsTenantRole(this.core, await this.tenants.resolveForWork(idOrSlug), fn, opts);
   }
 
   /**

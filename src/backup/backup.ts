@@ -11,6 +11,8 @@ import { validateIsolation, type Isolation, type Tenant, type Tier } from '../te
 import { STRATEGIES, type TenantPlacement } from '../isolation/modes.js';
 import { readCopyOut, insertStagedRows, deleteTableRows, continueSequences, countTableRows, type TenantColumn, type TenantTable } from '../isolation/tenant-rows.js';
 import { checkKey, type BackupStore } from './store.js';
+import { tarStream } from './archive.js';
+import type { Readable } from 'node:stream';
 import { ident } from '../identifiers.js';
 import { CONTEXT_SCHEMA } from '../isolation/data-plane.js';
 
@@ -74,10 +76,12 @@ export class BackupService {
   }
 
   /** Backs up one tenant's rows (any mode) to the store; `kind: 'export'` adds JSON Lines and CSV per table. */
-  async create(idOrSlug: string, opts: AuditActor & { kind?: 'backup' | 'export' | 'scheduled'; onProgress?: ProgressFn } = {}): Promise<BackupInfo> {
+  async create(idOrSlug: string, opts: AuditActor & { kind?: 'backup' | 'export' | 'scheduled'; onProgress?: ProgressFn; id?: string } = {}): Promise<BackupInfo> {
     const t = await this.tenants.get(idOrSlug);
     const kind = opts.kind ?? 'backup';
-    const id = randomUUID();
+    // a given id: an operation retried after a crash writes to the same place (its partial files are replaced)
+    if (opts.id !== undefined && (typeof opts.id !== 'string' || !BACKUP_ID.test(opts.id))) throw new TenantryError('INVALID_INPUT', `A backup id is a lowercase UUID; got ${JSON.stringify(opts.id)}.`);
+    const id = opts.id ?? randomUUID();
     const p = placementOfTenant(t);
     const strategy = STRATEGIES[t.isolation];
     const prefix = `${t.id}/${id}`;
@@ -137,6 +141,12 @@ export class BackupService {
     const [r] = await this.core.admin<BackupRow[]>`select * from tenantry_catalog.backups where id = ${backupId}`;
     if (!r) throw new TenantryError('BACKUP_NOT_FOUND', `No backup ${backupId}.`);
     return toInfo(r);
+  }
+
+  /** The backup's files as one tar stream (`<backup id>/...`), for download. */
+  async archive(backupId: string): Promise<{ backup: BackupInfo; filename: string; stream: Readable }> {
+    const b = await this.get(backupId);
+    return { backup: b, filename: `tenantry-${b.kind}-${b.tenantId}-${b.id}.tar`, stream: tarStream(this.store, `${b.tenantId}/${b.id}`, b.id) };
   }
 
   /** Removes a backup from the store and the catalog. */
@@ -265,11 +275,13 @@ export class BackupService {
    * A new tenant from a backup (clone), in any mode. The backup is checked before the tenant is
    * created; if filling it fails, the new tenant is removed again.
    */
-  async clone(backupId: string, input: AuditActor & { slug: string; name?: string; isolation?: Isolation; tier?: Tier; onProgress?: ProgressFn }): Promise<{ tenant: Tenant; rows: number }> {
+  async clone(backupId: string, input: AuditActor & { slug: string; name?: string; isolation?: Isolation; tier?: Tier; onProgress?: ProgressFn; onCreated?: (tenantId: string) => Promise<void> }): Promise<{ tenant: Tenant; rows: number }> {
     const verified = await this.verify(backupId);
     const isolation = input.isolation === undefined ? verified.manifest.tenant.isolation : validateIsolation(input.isolation);
-    const created = await this.tenants.create({ slug: input.slug, name: input.name, isolation, tier: input.tier }, input);
+    const created = await this.tenants.create({ slug: input.slug, name: input.name, isolation, tier: input.tier }, { actor: input.actor, requestId: input.requestId });
     try {
+      // the caller records the new tenant before it is filled: a crash from here on leaves it to be removed
+      await input.onCreated?.(created.id);
       const t = await this.tenants.get(created.id);
       const rows = await this.apply(t, verified, false, input.onProgress);
       await appendAudit(this.core.admin, { tenantId: t.id, actor: input.actor ?? this.core.opts.actor, requestId: input.requestId, action: 'tenant.cloned', target: `backup:${backupId}`, details: { rows, from: verified.manifest.tenant.id, fromIsolation: verified.manifest.tenant.isolation } });

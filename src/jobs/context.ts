@@ -6,6 +6,7 @@ import type { LifecycleService } from '../lifecycle/lifecycle.js';
 import type { RetentionService } from '../retention/retention.js';
 import type { WebhookService } from '../webhooks/webhooks.js';
 import type { BackupService } from '../backup/backup.js';
+import type { OperationService } from '../operations/operations.js';
 
 export interface AddJobOptions {
   /** jobs of one queue run one at a time, in order */
@@ -27,5 +28,7 @@ export interface JobContext {
   retention: RetentionService;
   webhooks: WebhookService;
   backups: BackupService;
+  /** the HTTP API's long-running operations */
+  operations: OperationService;
   addJob(task: string, payload: Record<string, unknown>, opts?: AddJobOptions): Promise<void>;
 }

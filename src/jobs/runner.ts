@@ -16,6 +16,7 @@ import { usageRollup } from './usage-rollup.js';
 import { retentionPurge, retentionTenant } from './retention-purge.js';
 import { webhooksDrain, webhooksSweep } from './webhooks.js';
 import { scheduledBackups } from './scheduled-backups.js';
+import { operationsRun } from './operations.js';
 
 /** graphile-worker's schema, in the catalog database of this installation (so per installation). */
 export const JOBS_SCHEMA = 'tenantry_jobs';
@@ -23,7 +24,7 @@ export const JOBS_SCHEMA = 'tenantry_jobs';
 type JobFn = (ctx: JobContext, payload: never) => Promise<unknown>;
 
 /** Every job: the scheduled tasks, then the jobs they fan out to. Each is a thin call into the library. */
-const JOBS: Record<ScheduledTask | 'retention.tenant' | 'webhooks.drain', JobFn> = {
+const JOBS: Record<ScheduledTask | 'retention.tenant' | 'webhooks.drain' | 'operations.run', JobFn> = {
   'storage.refresh': storageRefresh,
   'provisioning.sweep': provisioningSweep,
   'expiry.purge': expiryPurge,
@@ -35,6 +36,7 @@ const JOBS: Record<ScheduledTask | 'retention.tenant' | 'webhooks.drain', JobFn>
   'backups.scheduled': scheduledBackups,
   'retention.tenant': retentionTenant as JobFn,
   'webhooks.drain': webhooksDrain as JobFn,
+  'operations.run': operationsRun as JobFn,
 };
 export type JobName = keyof typeof JOBS;
 export const JOB_NAMES = Object.keys(JOBS) as JobName[];
