@@ -96,6 +96,8 @@ export interface TenantryOptions {
   sqlTempFileLimitKb?: number;
   /** Pre-created schemas kept ready for schema-mode signups (0: none). Default: env TENANTRY_SCHEMA_POOL_SIZE or 4. */
   schemaPoolSize?: number;
+  /** Login roles made in advance for pooled signups, so a signup runs no role DDL (0: none). Default: env TENANTRY_ROLE_POOL_SIZE or 8. */
+  rolePoolSize?: number;
   /**
    * The app's plan file (tenantry.plans.json): its metrics, tiers and features. Opening compares it
    * with the catalog and reports a difference; `tenantry plans apply` applies it. Default: env
@@ -168,6 +170,7 @@ export interface ResolvedOptions {
   sqlWorkMemKb: number;
   sqlTempFileLimitKb: number;
   schemaPoolSize: number;
+  rolePoolSize: number;
   plans: string | undefined;
   onProvisionStep: TenantryOptions['onProvisionStep'];
   clock: () => Date;
@@ -300,6 +303,7 @@ export function envOptions(env: NodeJS.ProcessEnv = configuredEnv()): TenantryOp
   if (env.TENANTRY_KEY_PEPPER) out.keyPepper = env.TENANTRY_KEY_PEPPER;
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
   if (env.TENANTRY_SCHEMA_POOL_SIZE) out.schemaPoolSize = intFromEnv('TENANTRY_SCHEMA_POOL_SIZE', env.TENANTRY_SCHEMA_POOL_SIZE);
+  if (env.TENANTRY_ROLE_POOL_SIZE) out.rolePoolSize = intFromEnv('TENANTRY_ROLE_POOL_SIZE', env.TENANTRY_ROLE_POOL_SIZE);
   if (env.TENANTRY_SQL_TIMEOUT_MS) out.sqlTimeoutMs = intFromEnv('TENANTRY_SQL_TIMEOUT_MS', env.TENANTRY_SQL_TIMEOUT_MS);
   if (env.TENANTRY_SQL_MAX_ROWS) out.sqlMaxRows = intFromEnv('TENANTRY_SQL_MAX_ROWS', env.TENANTRY_SQL_MAX_ROWS);
   if (env.TENANTRY_SQL_LOCK_TIMEOUT_MS) out.sqlLockTimeoutMs = intFromEnv('TENANTRY_SQL_LOCK_TIMEOUT_MS', env.TENANTRY_SQL_LOCK_TIMEOUT_MS);
@@ -393,6 +397,7 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     keyPepper: merged.keyPepper,
     redisUrl: merged.redisUrl,
     schemaPoolSize: positiveInt('schemaPoolSize (TENANTRY_SCHEMA_POOL_SIZE)', merged.schemaPoolSize ?? 4, 0, 1000),
+    rolePoolSize: positiveInt('rolePoolSize (TENANTRY_ROLE_POOL_SIZE)', merged.rolePoolSize ?? 8, 0, 1000),
     sqlTimeoutMs: positiveInt('sqlTimeoutMs (TENANTRY_SQL_TIMEOUT_MS)', merged.sqlTimeoutMs ?? 5000, 1, 3_600_000),
     sqlMaxRows: positiveInt('sqlMaxRows (TENANTRY_SQL_MAX_ROWS)', merged.sqlMaxRows ?? 1000, 1, 1_000_000),
     sqlLockTimeoutMs: positiveInt('sqlLockTimeoutMs (TENANTRY_SQL_LOCK_TIMEOUT_MS)', merged.sqlLockTimeoutMs ?? 1000, 1, 3_600_000),

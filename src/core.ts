@@ -8,6 +8,7 @@ import type { RoleNames } from './isolation/data-plane.js';
 import type { TenantCache } from './tenants/cache.js';
 import type { TenantryEventEmitter } from './events.js';
 import type { SchemaPool } from './provisioning/schema-pool.js';
+import type { RolePool } from './provisioning/role-pool.js';
 import type { PlanState } from './plans/state.js';
 
 export interface InstallationRoles extends RoleNames {
@@ -46,6 +47,8 @@ export interface Core {
   cache: TenantCache;
   /** pre-created schemas for schema-mode signups */
   schemaPool: SchemaPool;
+  /** pre-made login roles for pooled signups */
+  rolePool: RolePool;
   events: TenantryEventEmitter;
   /** the app's plans in force (metrics, tiers, features), read from the catalog */
   plans: PlanState;

@@ -38,6 +38,7 @@ import { IdempotencyStore } from './idempotency/idempotency.js';
 import { migrateTenants, migrationStatus, recordMigrationFiles, type MigrateOptions, type MigrateReport } from './migrations/tenant-runner.js';
 import { TenantryEventEmitter } from './events.js';
 import { SchemaPool } from './provisioning/schema-pool.js';
+import { RolePool } from './provisioning/role-pool.js';
 import { PlanState, loadPlans } from './plans/state.js';
 import { PlanService } from './plans/plans.js';
 import { checkingInputs } from './input/safe-text.js';
@@ -268,12 +269,15 @@ export class Tenantry {
       events: new TenantryEventEmitter(),
       plans,
       schemaPool: undefined as unknown as SchemaPool,
+      rolePool: undefined as unknown as RolePool,
       adminTo,
       runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => runtimePool(core, url, database, roles.runtime, runtimePassword),
         (sql) => healOnAuthFailure(core, roles.runtime, () => fn(sql))),
     };
     core.schemaPool = new SchemaPool(core, opts.schemaPoolSize);
     core.schemaPool.refill();
+    core.rolePool = new RolePool(core, opts.rolePoolSize);
+    core.rolePool.refill();
     const t = new Tenantry(core, embedded);
     // other processes announce tenant changes; drop our cached copy at once (LISTEN needs a session:
     // through a transaction pooler the notifications would go to whichever client held the server last)
@@ -523,6 +527,7 @@ export class Tenantry {
     await this.jobs.stop();
     await stopHealer(this.core);
     await this.core.schemaPool.stop();
+    await this.core.rolePool.stop();
     await this.unlisten?.().catch(() => undefined);
     this.unlisten = undefined;
     await this.core.pools.end();
@@ -536,6 +541,7 @@ export class Tenantry {
     await this.jobs.stop();
     await stopHealer(this.core);
     await this.core.schemaPool.stop();
+    await this.core.rolePool.stop();
     this.quotas.stop();
     await this.keys.stop();
     await this.rateLimiter.close();

@@ -129,7 +129,10 @@ for (const isolation of MODES) {
       assert.deepEqual(seen, STEPS.slice(0, STEPS.indexOf(step) + 1), 'steps run in order and stop at the failure');
       assert.ok(id);
       // the hook saw the earlier steps' objects, so the rollback below really had something to remove
-      assert.deepEqual(atFailure, expectedBefore(step, isolation), 'what existed when the failure hit');
+      // (a pooled signup may hold a pre-made role taken from the role pool from the start: then the
+      // rollback has that role to drop, and the check below proves it did)
+      const seenAtFailure = isolation === 'pooled' ? { ...atFailure!, role: false } : atFailure;
+      assert.deepEqual(seenAtFailure, expectedBefore(step, isolation), 'what existed when the failure hit');
       assert.deepEqual(await presence(id), NOTHING, 'no catalog row, role, schema or database is left');
       const [bySlug] = await inst.su<{ n: number }[]>`select count(*)::int as n from tenantry_catalog.tenants where slug = ${slug}`;
       assert.equal(bySlug!.n, 0, 'no catalog row for the slug');
@@ -372,7 +375,7 @@ test('repair() removes crashed provisionings and orphans, leaving live and in-fl
 
   // a second run finds nothing left to do
   const again = await tenantry.repair({ olderThanSeconds: 0 });
-  assert.deepEqual(again, { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [], orphanedClaims: 0, restoredRoles: [] });
+  assert.deepEqual(again, { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [], orphanedClaims: 0, restoredRoles: [], moves: { undone: [], finished: [] } });
   // the foreign role was the test's; drop it now rather than leave it to cleanup
   await inst.su.unsafe(`drop role "${foreignRole}"`);
 });
@@ -456,4 +459,82 @@ test('trialDays starts a tenant in trial, ending that many days from now', async
   const plain = await create({ slug: 'no-trial', isolation: 'pooled' });
   assert.equal(plain.status, 'active');
   assert.equal(plain.trialEndsAt, null);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// The role pool: pooled signups take pre-made login roles (issue #10)
+// ---------------------------------------------------------------------------------------------------
+
+/** Waits until the background refill has at least `n` pre-made roles ready; returns their tenant ids. */
+async function poolIds(n: number): Promise<string[]> {
+  for (let i = 0; ; i++) {
+    const rows = await inst.su<{ tenant_id: string }[]>`select tenant_id from tenantry_catalog.role_pool`;
+    if (rows.length >= n) return rows.map((r) => r.tenant_id);
+    if (i > 600) assert.fail(`the role pool never reached ${n} roles (has ${rows.length})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('pooled signups take a pre-made role from the role pool: same login, defaults and grants as a role made on the spot; repair calls no pool role an orphan', async () => {
+  const ready = new Set(await poolIds(2));
+  const made = await create({ slug: 'from-role-pool', isolation: 'pooled' });
+  assert.ok(ready.has(made.id), 'the tenant id is one the pool had a role ready for');
+  const [inPool] = await inst.su<{ n: number }[]>`select count(*)::int as n from tenantry_catalog.role_pool where tenant_id = ${made.id}`;
+  assert.equal(inPool!.n, 0, 'a taken id leaves the pool for good');
+  // the pre-made role is exactly what a signup without a pool makes on the spot (a second process
+  // on the same installation, its role pool off)
+  const noPool = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, rolePoolSize: 0, schemaPoolSize: 0 });
+  let onTheSpot: Tenant;
+  try {
+    onTheSpot = await noPool.tenants.create({ slug: 'role-on-the-spot', isolation: 'pooled' });
+  } finally {
+    await noPool.close();
+  }
+  assert.ok(!ready.has(onTheSpot.id));
+  const describe = async (id: string): Promise<unknown> => {
+    const [r] = await inst.su<Record<string, unknown>[]>`
+      select r.rolcanlogin, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, r.rolconnlimit, r.rolconfig,
+             shobj_description(r.oid, 'pg_authid') as comment,
+             array(select g.rolname from pg_auth_members m join pg_roles g on g.oid = m.roleid where m.member = r.oid order by 1) as member_of,
+             a.rolpassword is not null as has_password
+      from pg_roles r join pg_authid a on a.oid = r.oid where r.rolname = ${namesOf(id).role}`;
+    return r;
+  };
+  const pre = await describe(made.id);
+  assert.ok(pre, 'the tenant has its role');
+  assert.deepEqual(pre, await describe(onTheSpot.id), 'a pre-made role is indistinguishable from one made at signup');
+  // its derived password logs in, and the SQL endpoint runs as it
+  assert.equal(await inst.tenantry.query(made.slug, 'select count(*)::int from agents', [], 'val'), 0);
+  await assertUsable(made);
+
+  // pool roles are nobody's yet, and no orphans: repair leaves them alone
+  const pool = await poolIds(1);
+  const report = await inst.tenantry.repair({ olderThanSeconds: 86_400 });
+  for (const id of pool) assert.ok(!report.orphanRoles.includes(namesOf(id).role), 'repair dropped no pool role');
+  const [alive] = await inst.su<{ n: number }[]>`select count(*)::int as n from pg_roles where rolname = any(${pool.map((id) => namesOf(id).role)})`;
+  assert.equal(alive!.n, pool.length, 'every pool role is still there');
+  const doctor = await inst.tenantry.doctor();
+  const halfMade = doctor.checks.find((c) => c.check === 'half-made-objects');
+  assert.ok(halfMade?.ok, `doctor does not call pool roles half-made: ${halfMade?.message}`);
+});
+
+test('a pooled signup refused for a taken slug drops the pre-made role it took: no role is left named for its id, and the id is never handed out again', async () => {
+  await create({ slug: 'taken-pooled', isolation: 'pooled' });
+  const ready = new Set(await poolIds(1));
+  let id: string | undefined;
+  await rejectsWith(create({ slug: 'taken-pooled', isolation: 'pooled' }, (s, t) => { if (s === 'catalog-row') id = t.id; }), 'SLUG_TAKEN');
+  assert.ok(id && ready.has(id), 'the refused signup had taken a pre-made role');
+  assert.deepEqual(await presence(id), NOTHING, 'its role is dropped, nothing else was written');
+  const [back] = await inst.su<{ n: number }[]>`select count(*)::int as n from tenantry_catalog.role_pool where tenant_id = ${id}`;
+  assert.equal(back!.n, 0, 'the id did not go back to the pool');
+});
+
+test('a pool row whose role was dropped behind Tenantry\'s back is skipped: the signup still gets a working role', async () => {
+  const ids = await poolIds(1);
+  // every pool role gone, the rows left: a signup must not take an id without a role
+  await adminSql.unsafe(ids.map((id) => `drop role if exists "${namesOf(id).role}"`).join(';'));
+  const t = await create({ slug: 'pool-role-gone', isolation: 'pooled' });
+  assert.ok(!ids.includes(t.id), 'an id whose role is gone is not taken');
+  assert.equal((await presence(t.id)).role, true);
+  await assertUsable(t);
 });

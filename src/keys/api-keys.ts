@@ -197,14 +197,19 @@ export class ApiKeyService {
     const body = `${PREFIX}${keyId}_${secret}`;
     const key = `${body}${checksum(body)}`;
     const actor = who.actor ?? this.core.opts.actor;
-    const [row] = await tx<KeyRow[]>`
+    const inserted = tx<KeyRow[]>`
       insert into tenantry_catalog.api_keys (id, tenant_id, name, scopes, secret_hash, member_user_id, created_by, expires_at, rotated_from)
       values (${keyId}, ${t.id}, ${input.name.trim()}, ${scopes}, ${this.hash(secret)}, ${memberUserId}, ${actor}, ${expiresAt}, ${input.rotatedFrom ?? null})
-      returning *`;
-    await appendAudit(tx, {
+      returning *`.execute();
+    // the audit entry follows the insert without waiting for its answer (same transaction, one round
+    // trip); the insert is awaited first, so its error is the one reported
+    const audited = appendAudit(tx, {
       tenantId: t.id, actor, action: input.rotatedFrom ? 'api_key.rotated' : 'api_key.created', target: `api_key:${keyId}`, requestId: who.requestId,
       details: { name: input.name.trim(), scopes, memberUserId, expiresAt, rotatedFrom: input.rotatedFrom ?? null },
     });
+    audited.catch(() => undefined);
+    const [row] = await inserted;
+    await audited;
     return { ...toInfo(row!), key };
   }
 

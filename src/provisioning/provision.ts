@@ -9,7 +9,7 @@ import {
   validateIsolation, validateMetadata, validateName, validateTier, validateTrialDays,
   toTenant, type Isolation, type Tenant, type TenantRow, type Tier,
 } from '../tenants/model.js';
-import { STRATEGIES, createTenantRole } from '../isolation/modes.js';
+import { STRATEGIES, createTenantRole, dropTenantRole } from '../isolation/modes.js';
 import { healProvisioning, scheduleHeal, staleAfterSeconds } from './healer.js';
 import type { ProvisionStep } from '../config.js';
 import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
@@ -44,8 +44,9 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
   const metadata = validateMetadata(input.metadata);
   const actor = who.actor ?? core.opts.actor;
   const strategy = STRATEGIES[isolation];
-  const placement = strategy.placementFor(core, randomUUID());
-  const log = core.logger.child({ tenantId: placement.id, slug, isolation });
+  // a pooled signup may take its id (and that id's pre-made role) from the role pool, below
+  let placement = strategy.placementFor(core, randomUUID());
+  let log = core.logger.child({ tenantId: placement.id, slug, isolation });
   const started = Date.now();
 
   const step = async (s: ProvisionStep): Promise<void> => {
@@ -54,13 +55,14 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
 
   const insertRow = async (sql: Sql | TransactionSql, status: 'provisioning' | 'active' | 'trial', version: number): Promise<TenantRow> => {
     try {
+      // sent at once (execute), ahead of the statements a pooled signup pipelines behind it
       const [r] = await sql<TenantRow[]>`
         insert into tenantry_catalog.tenants
           (id, slug, name, status, tier, isolation, database_name, schema_name, role_name, metadata, trial_ends_at, schema_version)
         values (${placement.id}, ${slug}, ${name}, ${status}, ${tier}, ${isolation},
                 ${placement.database}, ${placement.schema}, ${placement.role}, ${sql.json(metadata as never)},
                 ${status === 'trial' ? sql`now() + make_interval(days => ${trialDays!})` : null}, ${version})
-        returning *`;
+        returning *`.execute();
       return r!;
     } catch (err) {
       if ((err as { code?: string }).code === '23505') {
@@ -70,30 +72,47 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     }
   };
   // audit entry and first API key, in the transaction that makes the tenant live: all or nothing
+  // (the audit entry and the key go out together, without waiting for each other's answers)
   const finish = async (tx: TransactionSql): Promise<CreatedApiKey | undefined> => {
-    await appendAudit(tx, {
+    const audited = appendAudit(tx, {
       tenantId: placement.id, actor, action: 'tenant.created', target: `tenant:${placement.id}`, requestId: who.requestId,
       details: { slug, name, tier, isolation, trialDays: trialDays ?? null, metadata, durationMs: Date.now() - started },
     });
-    return keys ? keys.createIn(tx, { id: placement.id }, { name: 'default', scopes: ['read', 'write', 'admin', 'sql'] }, { actor, ...(who.requestId ? { requestId: who.requestId } : {}) }) : undefined;
+    audited.catch(() => undefined);
+    const key = keys?.createIn(tx, { id: placement.id }, { name: 'default', scopes: ['read', 'write', 'admin', 'sql'] }, { actor, ...(who.requestId ? { requestId: who.requestId } : {}) });
+    key?.catch(() => undefined);
+    await audited;
+    return key;
   };
   const liveStatus = trialDays ? 'trial' : 'active';
 
   let heartbeat: NodeJS.Timeout | undefined;
+  let tookPooledRole = false;
   try {
     let row: { r: TenantRow; apiKey: CreatedApiKey | undefined };
     if (isolation === 'pooled') {
-      // Pooled mode is one catalog transaction: row, role (CREATE ROLE is transactional), audit entry
-      // and first key commit together or not at all, so a failure leaves nothing to undo.
-      row = await core.admin.begin(async (tx) => {
+      // Pooled mode is one catalog transaction: row, role (a pre-made one from the role pool, or CREATE
+      // ROLE, which is transactional), audit entry and first key commit together or not at all.
+      row = await provisionPooled(core, (pooledId) => {
+        if (!pooledId) return;
+        placement = strategy.placementFor(core, pooledId);
+        log = core.logger.child({ tenantId: placement.id, slug, isolation });
+        tookPooledRole = true;
+      }, async (tx, pooledId) => {
+        // The statements below go out without waiting for each other's answers (one round trip); each
+        // is awaited in the order sent, so the first failure (a taken slug first of all) is the one reported.
+        const sent: Promise<unknown>[] = [];
+        const send = <T>(p: Promise<T>): Promise<T> => { p.catch(() => undefined); sent.push(p); return p; };
         await step('catalog-row');
-        const r = await insertRow(tx, liveStatus, latestVersion(core));
+        const r = send(insertRow(tx, liveStatus, latestVersion(core)));
         await step('role');
-        await createTenantRole(core, placement, tx);
+        if (!pooledId) send(createTenantRole(core, placement, tx));
         await step('placement');
         await step('migrations');
         await step('activate');
-        return { r, apiKey: await finish(tx) };
+        const apiKey = send(finish(tx));
+        for (const p of sent) await p;
+        return { r: await r, apiKey: await apiKey };
       });
     } else {
       await step('catalog-row');
@@ -133,7 +152,11 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     return tenant;
   } catch (err) {
     // a taken slug is a refusal, not a failure: nothing was written, so nothing to undo or audit
-    if (isTenantryError(err, 'SLUG_TAKEN')) throw err;
+    // (but a pre-made role the refused signup took is dropped, so no role is left named for its id)
+    if (isTenantryError(err, 'SLUG_TAKEN')) {
+      if (tookPooledRole) await dropTenantRole(core, placement.role).catch((e: unknown) => log.warn({ err: e }, 'dropping the pool role of a refused signup failed; repair removes it'));
+      throw err;
+    }
     log.warn({ err }, 'provisioning failed; rolling back');
     const reason = err instanceof Error ? err.message : String(err);
     const pending = { placement, slug, actor, requestId: who.requestId, reason, tier };
@@ -160,5 +183,36 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
     throw new TenantryError('PROVISIONING_FAILED', `Provisioning tenant "${slug}" failed and was rolled back: ${reason}`, { slug }, { cause: err });
   } finally {
     if (heartbeat) clearInterval(heartbeat);
+  }
+}
+
+/**
+ * A pooled signup on a reserved admin connection. First a pre-made role's tenant id is taken from the
+ * role pool, in a statement of its own that commits at once: the id is this signup's for good, never
+ * handed out twice, and whatever the signup then does with it is undone like any other signup's (a crash
+ * right after the take leaves a role without a tenant row, which repair removes as an orphan). Then the
+ * catalog transaction: BEGIN goes out without waiting for its answer (postgres.js's begin() waits), so
+ * it shares a round trip with the statements that follow; any failure rolls it back before release.
+ */
+async function provisionPooled<T>(core: Core, took: (pooledId: string | undefined) => void, fn: (tx: TransactionSql, pooledId: string | undefined) => Promise<T>): Promise<T> {
+  const conn = await core.admin.reserve();
+  try {
+    const pooledId = await core.rolePool.take(conn);
+    took(pooledId);
+    if (pooledId) core.rolePool.refill();
+    const begin = conn`begin`.execute();
+    begin.catch(() => undefined);
+    let result: T;
+    try {
+      result = await fn(conn as unknown as TransactionSql, pooledId);
+      await begin;
+      await conn`commit`;
+    } catch (err) {
+      await conn`rollback`.catch(() => undefined);
+      throw (await begin.then(() => undefined, (e: unknown) => e)) ?? err;
+    }
+    return result;
+  } finally {
+    conn.release();
   }
 }

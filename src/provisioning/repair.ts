@@ -122,7 +122,8 @@ export async function repairUnlocked(core: Core, opts: { olderThanSeconds?: numb
  */
 export async function findOrphans(core: Core): Promise<{ databases: string[]; schemas: string[]; roles: string[] }> {
   const prefix = `${core.namespace}_t_`;
-  const known = new Set((await core.admin<{ id: string }[]>`select id from tenantry_catalog.tenants`).map((r) => r.id));
+  // pre-made roles of the role pool belong to no tenant yet, and are no orphans either
+  const known = new Set((await core.admin<{ id: string }[]>`select id from tenantry_catalog.tenants union all select tenant_id from tenantry_catalog.role_pool`).map((r) => r.id));
   const comment = `tenantry installation ${core.installationId}`;
   const orphan = (name: string, p: string): boolean => {
     const hex = name.slice(p.length);
