@@ -59,6 +59,11 @@ export const ERROR_CODES = {
   BACKUP_TOO_NEW: { status: 409, title: 'The backup was taken at a newer tenant migration version than this installation has' },
   RESTORE_CONFIRMATION_REQUIRED: { status: 400, title: 'Restoring over a tenant replaces its data: confirm it' },
   TENANT_MOVING: { status: 409, title: 'The tenant is being moved; writes are refused for a moment, retry shortly' },
+  MOVE_NOT_NEEDED: { status: 409, title: 'The tenant is already in that isolation mode' },
+  MOVE_IN_PROGRESS: { status: 409, title: 'The tenant is already being moved' },
+  MOVE_FAILED: { status: 500, title: 'The move failed and was undone; the tenant stays where it was' },
+  MOVE_CANCELLED: { status: 409, title: 'The move was cancelled and undone; the tenant stays where it was' },
+  MOVE_NOT_FOUND: { status: 404, title: 'Move not found' },
   OPERATION_NOT_FOUND: { status: 404, title: 'Operation not found' },
   OPERATION_INTERRUPTED: { status: 500, title: 'The operation was interrupted too many times (its process kept dying); what it did was undone' },
 } as const;

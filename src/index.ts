@@ -11,6 +11,7 @@ export type { CreateTenantInput } from './provisioning/provision.js';
 export type { ListTenantsOptions, UpdateTenantInput, DeleteTenantOptions } from './tenants/tenants.js';
 export type { AuditActor, AuditEntry } from './audit/audit.js';
 export type { RepairReport } from './provisioning/repair.js';
+export type { MoveService, MoveOptions, MoveResult, MoveInfo, MovePhase, MoveRepairReport } from './move/move.js';
 export type { DoctorReport, DoctorCheck } from './doctor/doctor.js';
 export type { MigrateOptions, MigrateReport } from './migrations/tenant-runner.js';
 export { validateSlug, SLUG_RULE } from './identifiers.js';

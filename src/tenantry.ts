@@ -48,6 +48,8 @@ import { LifecycleService } from './lifecycle/lifecycle.js';
 import { RetentionService, ensureAuditPurge } from './retention/retention.js';
 import { WebhookService } from './webhooks/webhooks.js';
 import { BackupService } from './backup/backup.js';
+import { MoveService } from './move/move.js';
+import { isMovingRefusal } from './move/change-log.js';
 import { LocalBackupStore, lazyStore } from './backup/store.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
@@ -92,6 +94,8 @@ export class Tenantry {
   readonly webhooks: WebhookService;
   /** per-tenant backups, restores, clones and exports (issue #14) */
   readonly backups: BackupService;
+  /** online moves of a tenant between isolation modes (issue #14); `tenants.move()` starts one */
+  readonly moves: MoveService;
   /** long-running operations (backup, export, restore, clone, move) the HTTP API answers 202 with */
   readonly operations: OperationService;
   /** the job runner (graphile-worker): `serve` and `tenantry worker` start it */
@@ -117,6 +121,8 @@ export class Tenantry {
     this.keys = checkingInputs(new ApiKeyService(core, this.tenants, core.opts.keyPepper));
     this.members = checkingInputs(new MemberService(core, this.tenants, this.quotas, (tenantId) => this.keys.invalidate(tenantId)));
     this.tenants.attachKeys(this.keys);
+    this.moves = checkingInputs(new MoveService(core, this.tenants));
+    this.tenants.attachMover(this.moves);
     // applied plans change limits and may move tenants: drop what is cached of either
     this.plans = new PlanService(core, () => { core.cache.clear(); this.rateLimits.clear(); });
     this.authThrottle = new AuthThrottle({ perAddress: core.opts.authFailuresPerAddress, perKey: core.opts.authFailuresPerKey }, {
@@ -326,7 +332,19 @@ export class Tenantry {
   async withTenant<T>(idOrSlug: string, fn: (sql: TransactionSql) => Promise<T>): Promise<T> {
     this.assertOpen();
     if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenant(idOrSlug, fn) needs a function.');
-    return runInTenant(this.core, await this.tenants.resolveForWork(idOrSlug), fn);
+    const tenant = await this.tenants.resolveForWork(idOrSlug);
+    return runInTenant(this.core, tenant, fn).catch((err: unknown) => { throw this.movingRefusal(err, tenant); });
+  }
+
+  /**
+   * A write refused by the data plane because the tenant is in a move's read-only window becomes
+   * TENANT_MOVING; its cached placement is dropped, so the retry finds the new one once it switched.
+   */
+  private movingRefusal(err: unknown, tenant: { id: string; slug: string }): unknown {
+    if (!isMovingRefusal(err)) return err;
+    this.core.cache.invalidate(tenant.id);
+    return new TenantryError('TENANT_MOVING', `Tenant "${tenant.slug}" is being moved to another isolation mode: writes are refused for a moment (reads go on); retry shortly.`,
+      { tenantId: tenant.id, retryAfterSeconds: 1 }, { cause: err });
   }
 
   /**
@@ -340,7 +358,8 @@ export class Tenantry {
     if (typeof fn !== 'function') throw new TenantryError('INVALID_INPUT', 'withTenantRole(idOrSlug, fn) needs a function.');
     const timeout = opts.statementTimeoutMs ?? 0;
     if (!Number.isInteger(timeout) || timeout < 0) throw new TenantryError('INVALID_INPUT', 'statementTimeoutMs must be a non-negative integer.');
-    return runAsTenantRole(this.core, await this.tenants.resolveForWork(idOrSlug), fn, opts);
+    const tenant = await this.tenants.resolveForWork(idOrSlug);
+    return runAsTenantRole(this.core, tenant, fn, opts).catch((err: unknown) => { throw this.movingRefusal(err, tenant); });
   }
 
   /**

@@ -290,7 +290,7 @@ test('repair --json: reports and removes an orphan schema; a second run finds no
     assert.deepEqual(first.orphanSchemas, [orphan]);
     assert.deepEqual(first.stuckTenants, []);
     assert.equal((await shared`select 1 from pg_namespace where nspname = ${orphan}`).length, 0, 'the orphan schema is gone');
-    assert.deepEqual(await inst.tenantry.repair({ olderThanSeconds: 0 }), { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [], orphanedClaims: 0, restoredRoles: [] });
+    assert.deepEqual(await inst.tenantry.repair({ olderThanSeconds: 0 }), { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [], orphanedClaims: 0, restoredRoles: [], moves: { undone: [], finished: [] } });
     // live tenants were left alone
     assert.equal((await http('GET', '/v1/tenants/e2e-taken')).status, 200);
     assert.equal((await inst.tenantry.doctor()).ok, true);

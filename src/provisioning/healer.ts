@@ -3,6 +3,7 @@ import { appendAudit } from '../audit/audit.js';
 import type { TenantPlacement } from '../isolation/modes.js';
 import { findOrphans, repairUnlocked, teardownTenantObjects, underRepairLock } from './repair.js';
 import type { TenantRow } from '../tenants/model.js';
+import { repairMoves } from '../move/move.js';
 
 interface PendingHeal {
   placement: TenantPlacement;
@@ -149,6 +150,8 @@ async function pass(core: Core, s: HealerState, sweep: boolean): Promise<void> {
         }, 'tenant.provisioning_repaired');
         core.logger.info({ tenantId: row.id, slug: row.slug }, 'removed a provisioning abandoned by a stopped process');
       }
+      // moves whose process died: undone (the tenant writable again in its old placement) or finished
+      await repairMoves(core, core.opts.actor);
       // An object without a row is removed only when two sweeps in a row find it (half a repair period
       // apart): one a hard delete or a repair is removing right now is left to it.
       const found = await findOrphans(core);

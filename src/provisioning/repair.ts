@@ -6,6 +6,7 @@ import { findDriftedTenantRoles, restoreTenantRole } from '../isolation/role-dri
 import { STRATEGIES, dropTenantRole, type TenantPlacement } from '../isolation/modes.js';
 import type { Isolation, TenantRow } from '../tenants/model.js';
 import { IdempotencyStore } from '../idempotency/idempotency.js';
+import { repairMoves, type MoveRepairReport } from '../move/move.js';
 
 export interface RepairReport {
   /** tenants found stuck in `provisioning`, now removed */
@@ -17,6 +18,8 @@ export interface RepairReport {
   orphanedClaims: number;
   /** tenant roles whose password was not Tenantry's: restored, and their sessions ended */
   restoredRoles: string[];
+  /** moves between isolation modes whose process died: undone before the switch, finished after it */
+  moves: MoveRepairReport;
 }
 
 /** Removes whatever exists of a tenant's objects (data first, then its role). Idempotent. */
@@ -63,7 +66,11 @@ export async function repairUnlocked(core: Core, opts: { olderThanSeconds?: numb
   const olderThan = opts.olderThanSeconds ?? core.opts.repairAfterSeconds;
   if (!Number.isInteger(olderThan) || olderThan < 0) throw new TenantryError('INVALID_INPUT', 'olderThanSeconds must be a non-negative integer.');
   const actor = opts.actor ?? core.opts.actor;
-  const report: RepairReport = { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [], orphanedClaims: 0, restoredRoles: [] };
+  const report: RepairReport = { stuckTenants: [], orphanRoles: [], orphanSchemas: [], orphanDatabases: [], orphanedClaims: 0, restoredRoles: [], moves: { undone: [], finished: [] } };
+
+  // before the orphan sweep: a move's target placement belongs to a tenant with a row, never an orphan,
+  // so only this undoes one whose process died (and unfreezes the tenant's writes on the source)
+  report.moves = await repairMoves(core, actor);
 
   const stuck = await core.admin<TenantRow[]>`
     select * from tenantry_catalog.tenants

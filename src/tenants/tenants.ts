@@ -12,6 +12,7 @@ import { provisionTenant, type CreateTenantInput } from '../provisioning/provisi
 import { teardownTenantObjects } from '../provisioning/repair.js';
 import { terminateRoleSessions } from '../isolation/modes.js';
 import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
+import type { MoveService, MoveOptions, MoveResult } from '../move/move.js';
 
 export interface ListTenantsOptions {
   status?: TenantStatus | string;
@@ -48,6 +49,22 @@ export class TenantService {
   /** Wired by Tenantry: provisioning issues each new tenant's first API key. */
   attachKeys(keys: ApiKeyService): void {
     this.keys = keys;
+  }
+
+  private mover: MoveService | undefined;
+
+  /** Wired by Tenantry: moves between isolation modes (src/move/move.ts). */
+  attachMover(mover: MoveService): void {
+    this.mover = mover;
+  }
+
+  /**
+   * Moves a tenant to another isolation mode, online: writes go on during the bulk copy and are
+   * refused (TENANT_MOVING) only for the final catch-up; a failure leaves it where it was.
+   */
+  async move(idOrSlug: string, opts: MoveOptions): Promise<MoveResult> {
+    if (!this.mover) throw new TenantryError('INVALID_CONFIG', 'Moving tenants is wired by Tenantry.open(); this TenantService has no mover.');
+    return this.mover.move(idOrSlug, opts);
   }
 
   /** Provisions a tenant; the result carries its first API key (`apiKey`), shown this once. */
