@@ -55,7 +55,8 @@ export interface Core {
   /** a short-lived admin connection to another database of the server */
   adminTo(database: string, max?: number): Sql;
   /** the runtime role's pool on a data database, within the connection budget */
-  runtimeOn<T>(database: string, fn: (sql: Sql) => Promise<T>): Promise<T>;
+  /** (pools are keyed by server, database and role: see src/db/pool-key.ts; `server` defaults to the configured one) */
+  runtimeOn<T>(database: string, fn: (sql: Sql) => Promise<T>, server?: string): Promise<T>;
 }
 
 export const latestVersion = (core: Core): number => core.migrations[core.migrations.length - 1]?.version ?? 0;

@@ -44,6 +44,7 @@ import { PlanService } from './plans/plans.js';
 import { checkingInputs } from './input/safe-text.js';
 import { JobRunner, installJobSchema } from './jobs/runner.js';
 import { OperationService } from './operations/operations.js';
+import { DEFAULT_SERVER, poolKey, serverUrl } from './db/pool-key.js';
 import { LifecycleService } from './lifecycle/lifecycle.js';
 import { RetentionService, ensureAuditPurge } from './retention/retention.js';
 import { WebhookService } from './webhooks/webhooks.js';
@@ -277,7 +278,7 @@ export class Tenantry {
       schemaPool: undefined as unknown as SchemaPool,
       rolePool: undefined as unknown as RolePool,
       adminTo,
-      runtimeOn: (database, fn) => pools.use(database, opts.poolSize, () => runtimePool(core, url, database, roles.runtime, runtimePassword),
+      runtimeOn: (database, fn, server = DEFAULT_SERVER) => pools.use(poolKey({ server, database, role: roles.runtime }), opts.poolSize, () => runtimePool(core, serverUrl(url, server), database, roles.runtime, runtimePassword),
         (sql) => healOnAuthFailure(core, roles.runtime, () => fn(sql))),
     };
     core.schemaPool = new SchemaPool(core, opts.schemaPoolSize);

@@ -7,9 +7,9 @@ import { TenantryError } from '../errors.js';
 import type { Isolation } from '../tenants/model.js';
 import { migrateTarget, POOLED_SCHEMA, DATABASE_MODE_SCHEMA, CONTEXT_SCHEMA } from './data-plane.js';
 import { cachedTenantRoleDefaults } from '../installation.js';
+import { DEFAULT_SERVER, poolKey } from '../db/pool-key.js';
 
-/** The server a placement lives on: today always the one server Tenantry is configured with. */
-export const DEFAULT_SERVER = 'default';
+export { DEFAULT_SERVER };
 
 export interface TenantPlacement {
   id: string;
@@ -163,7 +163,7 @@ const database: IsolationStrategy = {
   // the clone is taken from the template, which Tenantry keeps at the latest version
   migrate: async (core) => latestVersion(core),
   remove: async (core, t) => {
-    await core.pools.drop(t.database);
+    await core.pools.drop(poolKey({ server: t.server, database: t.database, role: core.roles.runtime }));
     await core.admin.unsafe(`drop database if exists ${ident(t.database)} with (force)`);
   },
 };

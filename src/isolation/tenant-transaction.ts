@@ -5,6 +5,7 @@ import { ident, literal } from '../identifiers.js';
 import { resetRoleDefaults, applyTenantRoleDefaults, cachedTenantRoleDefaults } from '../installation.js';
 import { terminateRoleSessions, type TenantPlacement } from './modes.js';
 import { makeOrmReady } from './orm-compat.js';
+import { DEFAULT_SERVER, poolKey, serverUrl } from '../db/pool-key.js';
 
 /**
  * The tenant-scoped transaction: reserve a pooled connection, set the signed context, run the caller's
@@ -19,7 +20,8 @@ export const RESET_SESSION = 'reset all; deallocate all; close all; unlisten *; 
 export interface TransactionTenant {
   id: string;
   isolation: TenantPlacement['isolation'];
-  placement: Pick<TenantPlacement, 'database' | 'schema' | 'role'>;
+  /** `server`: the configured one when absent */
+  placement: Pick<TenantPlacement, 'database' | 'schema' | 'role'> & { server?: string };
 }
 
 export interface TenantRoleOptions {
@@ -169,7 +171,7 @@ export async function runInTenant<T>(core: Core, tenant: TransactionTenant, fn: 
     } finally {
       conn.release();
     }
-  });
+  }, tenant.placement.server);
 }
 
 /**
@@ -179,9 +181,10 @@ export async function runInTenant<T>(core: Core, tenant: TransactionTenant, fn: 
 export async function runAsTenantRole<T>(core: Core, tenant: TransactionTenant, fn: (sql: TransactionSql) => Promise<T>, opts: TenantRoleOptions = {}): Promise<T> {
   const timeout = opts.statementTimeoutMs ?? 0;
   const { database, role, schema } = tenant.placement;
+  const server = tenant.placement.server ?? DEFAULT_SERVER;
   const password = core.signer.rolePassword(role);
   const size = Math.min(2, core.opts.poolSize);
-  return core.pools.use(`${database}|${role}`, size, () => connect(core.url, {
+  return core.pools.use(poolKey({ server, database, role }), size, () => connect(serverUrl(core.url, server), {
     database, username: role, password, max: size, idle_timeout: core.opts.idleTimeoutSeconds,
     // unnamed statements only: the SQL sent on these connections may DEALLOCATE, and the reset below does
     prepare: false,

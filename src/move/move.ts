@@ -10,6 +10,7 @@ import { CONTEXT_SCHEMA } from '../isolation/data-plane.js';
 import { readCopyOut, insertStagedRows, deleteTableRows, continueSequences, countTableRows, type TenantTable } from '../isolation/tenant-rows.js';
 import { toTenant, validateIsolation, type Isolation, type Tenant, type TenantRow } from '../tenants/model.js';
 import type { BackupProgress } from '../backup/backup.js';
+import { poolKey } from '../db/pool-key.js';
 import { MOVE_SCHEMA, startTracking, freezeSource, stopTracking, keyColumns, keyMatch, type KeyColumn } from './change-log.js';
 
 /**
@@ -417,7 +418,7 @@ async function undoMove(core: Core, m: MoveRef, actor: string, reason: string, r
   const from = m.from_placement;
   const target = m.to_placement;
   await stopTracking(core, from, m.id);
-  await core.pools.drop(`${target.database}|${target.role}`);
+  await core.pools.drop(poolKey(target));
   await STRATEGIES[target.isolation].remove(core, target);
   await leaveGroup(core, target, from);
   await core.admin.begin(async (tx) => {
@@ -443,7 +444,7 @@ async function finishMove(core: Core, m: MoveRef, actor: string, requestId: stri
       await deleteTableRows(tx, from.schema, await src.listTenantTables(tx, from));
     });
   } else {
-    await core.pools.drop(`${from.database}|${from.role}`);
+    await core.pools.drop(poolKey(from));
     await STRATEGIES[from.isolation].remove(core, from);
   }
   await stopTracking(core, from, m.id);

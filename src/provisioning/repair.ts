@@ -5,6 +5,7 @@ import { appendAudit } from '../audit/audit.js';
 import { findDriftedTenantRoles, restoreTenantRole } from '../isolation/role-drift.js';
 import { STRATEGIES, dropTenantRole, type TenantPlacement } from '../isolation/modes.js';
 import type { Isolation, TenantRow } from '../tenants/model.js';
+import { DEFAULT_SERVER, poolKey } from '../db/pool-key.js';
 import { IdempotencyStore } from '../idempotency/idempotency.js';
 import { repairMoves, type MoveRepairReport } from '../move/move.js';
 
@@ -24,7 +25,7 @@ export interface RepairReport {
 
 /** Removes whatever exists of a tenant's objects (data first, then its role). Idempotent. */
 export async function teardownTenantObjects(core: Core, placement: TenantPlacement): Promise<void> {
-  await core.pools.drop(`${placement.database}|${placement.role}`);
+  await core.pools.drop(poolKey(placement));
   await STRATEGIES[placement.isolation].remove(core, placement);
   await dropTenantRole(core, placement.role);
 }
@@ -91,7 +92,7 @@ export async function repairUnlocked(core: Core, opts: { olderThanSeconds?: numb
   const keep = opts.orphanFilter ?? (() => true);
   const orphans = { databases: found.databases.filter(keep), schemas: found.schemas.filter(keep), roles: found.roles.filter(keep) };
   for (const datname of orphans.databases) {
-    await core.pools.drop(datname);
+    await core.pools.drop(poolKey({ server: DEFAULT_SERVER, database: datname, role: core.roles.runtime }));
     await core.admin.unsafe(`drop database if exists ${ident(datname)} with (force)`);
     report.orphanDatabases.push(datname);
   }
