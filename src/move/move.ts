@@ -146,7 +146,7 @@ export class MoveService {
       progress('prepare');
       checkCancel();
       // leftovers of an earlier attempt that nothing removed, then the fresh placement
-      await STRATEGIES[to].remove(this.core, target);
+      await removePlacement(this.core, target);
       await STRATEGIES[to].place(this.core, target);
       await STRATEGIES[to].migrate(this.core, target);
       await this.core.admin.unsafe(`grant ${ident(STRATEGIES[to].group(this.core))} to ${ident(t.placement.role)}`);
@@ -418,8 +418,7 @@ async function undoMove(core: Core, m: MoveRef, actor: string, reason: string, r
   const from = m.from_placement;
   const target = m.to_placement;
   await stopTracking(core, from, m.id);
-  await core.pools.drop(poolKey(target));
-  await STRATEGIES[target.isolation].remove(core, target);
+  await removePlacement(core, target);
   await leaveGroup(core, target, from);
   await core.admin.begin(async (tx) => {
     await tx`update tenantry_catalog.moves set phase = 'failed', error = ${reason.slice(0, 2000)}, updated_at = now(), finished_at = now() where id = ${m.id}`;
@@ -444,8 +443,7 @@ async function finishMove(core: Core, m: MoveRef, actor: string, requestId: stri
       await deleteTableRows(tx, from.schema, await src.listTenantTables(tx, from));
     });
   } else {
-    await core.pools.drop(poolKey(from));
-    await STRATEGIES[from.isolation].remove(core, from);
+    await removePlacement(core, from);
   }
   await stopTracking(core, from, m.id);
   await leaveGroup(core, from, target);
@@ -453,6 +451,21 @@ async function finishMove(core: Core, m: MoveRef, actor: string, requestId: stri
     await tx`update tenantry_catalog.moves set phase = 'done', updated_at = now(), finished_at = now() where id = ${m.id}`;
     await appendAudit(tx, { tenantId: m.tenant_id, actor, requestId, action: 'move.completed', target: `move:${m.id}`, details: { from: from.isolation, to: target.isolation, ...details } });
   });
+}
+
+/**
+ * Removes a placement's rows, schema or database. A schema's migration records (kept per schema name
+ * in the shared database) go with it: the tenant may come back to schema mode, under the same name.
+ */
+async function removePlacement(core: Core, p: TenantPlacement): Promise<void> {
+  await core.pools.drop(poolKey(p));
+  await STRATEGIES[p.isolation].remove(core, p);
+  if (p.isolation === 'schema') {
+    await core.sharedAdmin.begin(async (tx) => {
+      await tx.unsafe(`set local role ${ident(core.roles.owner)}`);
+      await tx`delete from ${tx(CONTEXT_SCHEMA)}.migrations where schema_name = ${p.schema}`;
+    });
+  }
 }
 
 /** The role leaves `left`'s mode group unless `kept` (where the tenant lives) uses the same one. */
