@@ -8,6 +8,7 @@ import { ensureServer, progress, type BenchContext } from './lib.js';
 import { benchProvisioning } from './provisioning.js';
 import { benchWithTenant } from './with-tenant.js';
 import { benchConnections } from './connections.js';
+import { benchScale } from './scale.js';
 import { benchMigrations } from './migrations.js';
 import { benchGovernance } from './governance.js';
 import { benchPlans } from './plans.js';
@@ -22,6 +23,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   provisioning: benchProvisioning,
   'with-tenant': benchWithTenant,
   connections: benchConnections,
+  scale: benchScale,
   migrations: benchMigrations,
   governance: benchGovernance,
   plans: benchPlans,

@@ -80,12 +80,18 @@ interface PoolEntry {
  * holds one connection, not five, and forty of them fit the default budget instead of eight. Every
  * lease uses one connection at a time, so the driver never opens more than a pool was granted. Idle
  * pools are closed; when the budget is full the least recently used pool without a lease is closed to
- * make room, and callers wait (up to `waitMs`) when every pool is busy.
+ * make room, and callers wait (up to `waitMs`, then CONNECTION_BUDGET_EXHAUSTED) when every pool is
+ * busy. A closed pool's connections count against the budget until they are gone, so the server never
+ * sees more than `budget` of them, even for the moment between an eviction and the next open.
  */
 export class PoolBudget {
   private readonly pools = new Map<string, PoolEntry>();
   private readonly waiters: (() => void)[] = [];
   private used = 0;
+  /** connections of closed pools not yet gone: they count against the budget until they are */
+  private closing = 0;
+  /** callers waiting for one of the `closing` connections to go (each claims one) */
+  private claims = 0;
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
   evictions = 0;
@@ -100,10 +106,10 @@ export class PoolBudget {
     this.sweeper.unref();
   }
 
-  stats(): { pools: number; budget: number; reserved: number; leased: number; waiting: number; evictions: number } {
+  stats(): { pools: number; budget: number; reserved: number; closing: number; leased: number; waiting: number; evictions: number } {
     let leased = 0;
     for (const p of this.pools.values()) leased += p.leases;
-    return { pools: this.pools.size, budget: this.budget, reserved: this.used, leased, waiting: this.waiters.length, evictions: this.evictions };
+    return { pools: this.pools.size, budget: this.budget, reserved: this.used, closing: this.closing, leased, waiting: this.waiters.length, evictions: this.evictions };
   }
 
   /** Runs `fn` with the pool for `key`, creating it (within the budget) if needed. */
@@ -122,17 +128,21 @@ export class PoolBudget {
     const deadline = Date.now() + this.waitMs;
     for (;;) {
       if (this.closed) throw new TenantryError('CLOSED', 'This Tenantry instance has been closed.');
+      let claimed = false;
       const existing = this.pools.get(key);
-      if (existing && !existing.closing) {
+      if (existing) {
+        // every granted connection is leased: grow by one if the budget allows
         if (existing.leases >= existing.granted && existing.granted < existing.size) {
-          // every granted connection is leased: grow by one if the budget allows (evicting an idle pool)
-          while (this.used + 1 > this.budget && this.evictOne()) { /* evicted one idle pool */ }
-          if (this.used + 1 <= this.budget) {
+          const room = this.makeRoom();
+          if (room === true) {
             existing.granted++;
             this.used++;
+          } else {
+            claimed = room === 'claimed';
           }
         }
         if (existing.leases < existing.granted) {
+          if (claimed) this.claims--;
           existing.leases++;
           existing.lastUsed = Date.now();
           // move to the most-recently-used end
@@ -140,25 +150,48 @@ export class PoolBudget {
           this.pools.set(key, existing);
           return existing;
         }
-      }
-      if (!existing) {
-        while (this.used + 1 > this.budget && this.evictOne()) { /* evicted one idle pool */ }
-        if (this.used + 1 <= this.budget) {
+      } else {
+        const room = this.makeRoom();
+        if (room === true) {
           const entry: PoolEntry = { key, sql: create(), size, granted: 1, leases: 1, lastUsed: Date.now(), closing: false };
           this.pools.set(key, entry);
           this.used += 1;
           return entry;
         }
+        claimed = room === 'claimed';
       }
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new TenantryError('CONNECTION_BUDGET_EXHAUSTED', `All ${this.budget} tenant connections (TENANTRY_MAX_CONNECTIONS) stayed busy for ${this.waitMs} ms. Raise TENANTRY_MAX_CONNECTIONS or shorten tenant transactions.`);
+        if (claimed) this.claims--;
+        throw new TenantryError('CONNECTION_BUDGET_EXHAUSTED', `All ${this.budget} tenant connections (TENANTRY_MAX_CONNECTIONS) stayed busy for ${this.waitMs} ms (TENANTRY_POOL_WAIT_MS). Raise TENANTRY_MAX_CONNECTIONS, shorten tenant transactions, or retry later.`);
       }
+      // woken when a lease ends or a closed pool's connections are gone; the timer bounds the wait
+      // even if no wake-up comes, and the deadline above bounds it overall
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(left, 250));
-        this.waiters.push(() => { clearTimeout(timer); resolve(); });
+        const waiter = (): void => { clearTimeout(timer); resolve(); };
+        const timer = setTimeout(() => {
+          // a waiter whose timer fired leaves the queue, or the queue would grow with every timed-out wait
+          const i = this.waiters.indexOf(waiter);
+          if (i >= 0) this.waiters.splice(i, 1);
+          resolve();
+        }, Math.min(left, 250));
+        this.waiters.push(waiter);
       });
+      if (claimed) this.claims--;
     }
+  }
+
+  /**
+   * Whether one more connection fits the budget now. When it does not, the least recently used pool
+   * without a lease is closed to make room, and the caller claims one of the connections on their way
+   * out ('claimed': it waits for them to go, and other callers close other pools instead of counting on
+   * the same ones); false when every pool is leased.
+   */
+  private makeRoom(): true | 'claimed' | false {
+    if (this.used + this.closing + 1 <= this.budget) return true;
+    if (this.closing - this.claims <= 0 && !this.evictOne()) return false;
+    this.claims++;
+    return 'claimed';
   }
 
   private wake(): void {
@@ -166,11 +199,11 @@ export class PoolBudget {
     for (const w of ws) w();
   }
 
-  /** Closes the least recently used pool that has no lease. */
+  /** Closes the least recently used pool that has no lease (the Map keeps use order: oldest first). */
   private evictOne(): boolean {
     for (const entry of this.pools.values()) {
       if (entry.leases === 0 && !entry.closing) {
-        this.close(entry);
+        void this.close(entry);
         this.evictions++;
         return true;
       }
@@ -178,29 +211,33 @@ export class PoolBudget {
     return false;
   }
 
-  private close(entry: PoolEntry): void {
+  /** Closes a pool; its connections stay counted against the budget until they are gone. */
+  private async close(entry: PoolEntry): Promise<void> {
     entry.closing = true;
     this.pools.delete(entry.key);
     this.used -= entry.granted;
-    entry.sql.end({ timeout: 5 }).catch((err: unknown) => this.logger.warn({ err, pool: entry.key }, 'closing an idle pool failed'));
-    this.wake();
+    this.closing += entry.granted;
+    try {
+      await entry.sql.end({ timeout: 5 });
+    } catch (err) {
+      this.logger.warn({ err, pool: entry.key }, 'closing a tenant pool failed');
+    } finally {
+      this.closing -= entry.granted;
+      this.wake();
+    }
   }
 
-  /** Closes the pool for `key` now (a tenant database about to be dropped), waiting for its leases. */
+  /** Closes the pool for `key` now (a tenant database about to be dropped), waiting for its connections to go. */
   async drop(key: string): Promise<void> {
     const entry = this.pools.get(key);
     if (!entry) return;
-    entry.closing = true;
-    this.pools.delete(key);
-    this.used -= entry.granted;
-    await entry.sql.end({ timeout: 5 }).catch(() => undefined);
-    this.wake();
+    await this.close(entry);
   }
 
   private async sweepIdle(): Promise<void> {
     const now = Date.now();
     for (const entry of [...this.pools.values()]) {
-      if (entry.leases === 0 && now - entry.lastUsed > this.idleMs) this.close(entry);
+      if (entry.leases === 0 && now - entry.lastUsed > this.idleMs) void this.close(entry);
     }
   }
 

@@ -155,7 +155,14 @@ export async function applyRowSecurity(tx: TransactionSql | Sql, target: RlsTarg
                    where a.attrelid = c.oid and a.attname = 'tenant_id' and not a.attisdropped) as has_tenant,
            c.relrowsecurity and c.relforcerowsecurity
              and (select count(*) from pg_policy p where p.polrelid = c.oid and p.polname in ('tenantry_access', 'tenantry_isolation')) = 2 as treated
-    from pg_class c join pg_namespace n on n.oid = c.relnamespace
+    from pg_namespace n
+    -- pg_class has no index by schema: filtering it on relnamespace scans every relation of the
+    -- database (about 9 per schema tenant; 264 ms at 3,400 tenants, and every schema create paid it,
+    -- so creates slowed as tenants grew). The schema's own dependency entries (every relation made in
+    -- a schema, or moved into one, records one) are found through pg_depend's reference index.
+    join pg_depend d on d.refclassid = 'pg_catalog.pg_namespace'::regclass and d.refobjid = n.oid and d.refobjsubid = 0
+      and d.classid = 'pg_catalog.pg_class'::regclass
+    join pg_class c on c.oid = d.objid and c.relnamespace = n.oid
     where n.nspname = ${target.schema} and c.relkind in ('r', 'p')
     order by c.relname`;
   const s = ident(target.schema);

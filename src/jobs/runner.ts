@@ -16,7 +16,6 @@ import { usageRollup } from './usage-rollup.js';
 import { retentionPurge, retentionTenant } from './retention-purge.js';
 import { webhooksDrain, webhooksSweep } from './webhooks.js';
 import { scheduledBackups } from './scheduled-backups.js';
-import { purgeExternal } from './purge-external.js';
 import { operationsRun } from './operations.js';
 
 /** graphile-worker's schema, in the catalog database of this installation (so per installation). */
@@ -35,7 +34,6 @@ const JOBS: Record<ScheduledTask | 'retention.tenant' | 'webhooks.drain' | 'oper
   'retention.purge': retentionPurge,
   'webhooks.sweep': webhooksSweep,
   'backups.scheduled': scheduledBackups,
-  'tenants.purge_external': purgeExternal,
   'retention.tenant': retentionTenant as JobFn,
   'webhooks.drain': webhooksDrain as JobFn,
   'operations.run': operationsRun as JobFn,

@@ -25,8 +25,6 @@ export const SCHEDULED_TASKS = {
   'webhooks.sweep': () => 60,
   /** tenants due a backup by their tier's policy, and retention of old scheduled backups */
   'backups.scheduled': () => 3600,
-  /** hard-deleted tenants' Redis keys, Redis ACL users and objects that could not be purged at once */
-  'tenants.purge_external': () => 60,
 } as const;
 
 export type ScheduledTask = keyof typeof SCHEDULED_TASKS;
