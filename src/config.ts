@@ -138,6 +138,27 @@ export interface TenantryOptions {
   webhookRetryBaseMs?: number;
   /** Seconds a delivery is retried before it is marked failed. Default: env TENANTRY_WEBHOOK_RETRY_FOR_SECONDS or 86400 (a day). */
   webhookRetryForSeconds?: number;
+  /**
+   * DNS servers that verify custom domains (TXT records, and the address of the HTTP check), as
+   * `host` or `host:port`. Default: env TENANTRY_DNS_SERVERS (comma-separated); unset: the system's.
+   */
+  dnsServers?: string[];
+  /** Milliseconds one domain check (DNS or HTTP) may take. Default: env TENANTRY_DOMAIN_VERIFY_TIMEOUT_MS or 5000. */
+  domainVerifyTimeoutMs?: number;
+  /** Port of the HTTP domain check (`http://<domain>:<port>/.well-known/tenantry-challenge/<token>`). For tests only. Default: env TENANTRY_DOMAIN_VERIFY_HTTP_PORT or 80. */
+  domainVerifyHttpPort?: number;
+  /** The HTTP domain check may connect to private, loopback and link-local addresses. For tests only. Default: env TENANTRY_DOMAIN_VERIFY_ALLOW_PRIVATE=true, else false. */
+  domainVerifyAllowPrivate?: boolean;
+  /** Domains (verified or not) one tenant may hold. Default: env TENANTRY_MAX_DOMAINS_PER_TENANT or 20. */
+  maxDomainsPerTenant?: number;
+  /** Stripe secret API key. Default: env STRIPE_API_KEY; unset: billing records are made but not pushed. */
+  stripeApiKey?: string;
+  /** Stripe API base URL (protocol, host, port), for a stand-in in tests. Default: env STRIPE_API_BASE or https://api.stripe.com. */
+  stripeApiBase?: string;
+  /** Signing secret of Stripe's webhooks (whsec_...). Default: env STRIPE_WEBHOOK_SECRET; unset: the webhook route answers 503. */
+  stripeWebhookSecret?: string;
+  /** Seconds after a failed payment before the tenant is suspended (payment_overdue). Default: env TENANTRY_BILLING_GRACE_SECONDS or 604800 (7 days). */
+  billingGraceSeconds?: number;
   /** pino-compatible logger. Default: silent. */
   logger?: Logger;
   /** Actor recorded in the audit log when a call names none. Default `system`. */
@@ -192,6 +213,15 @@ export interface ResolvedOptions {
   webhookTimeoutMs: number;
   webhookRetryBaseMs: number;
   webhookRetryForSeconds: number;
+  dnsServers: string[];
+  domainVerifyTimeoutMs: number;
+  domainVerifyHttpPort: number;
+  domainVerifyAllowPrivate: boolean;
+  maxDomainsPerTenant: number;
+  stripeApiKey: string | undefined;
+  stripeApiBase: URL;
+  stripeWebhookSecret: string | undefined;
+  billingGraceSeconds: number;
 }
 
 export interface ServerOptions {
@@ -329,6 +359,15 @@ export function envOptions(env: NodeJS.ProcessEnv = configuredEnv()): TenantryOp
   if (env.TENANTRY_WEBHOOK_TIMEOUT_MS) out.webhookTimeoutMs = intFromEnv('TENANTRY_WEBHOOK_TIMEOUT_MS', env.TENANTRY_WEBHOOK_TIMEOUT_MS);
   if (env.TENANTRY_WEBHOOK_RETRY_BASE_MS) out.webhookRetryBaseMs = intFromEnv('TENANTRY_WEBHOOK_RETRY_BASE_MS', env.TENANTRY_WEBHOOK_RETRY_BASE_MS);
   if (env.TENANTRY_WEBHOOK_RETRY_FOR_SECONDS) out.webhookRetryForSeconds = intFromEnv('TENANTRY_WEBHOOK_RETRY_FOR_SECONDS', env.TENANTRY_WEBHOOK_RETRY_FOR_SECONDS);
+  if (env.TENANTRY_DNS_SERVERS) out.dnsServers = env.TENANTRY_DNS_SERVERS.split(',').map((s) => s.trim()).filter(Boolean);
+  if (env.TENANTRY_DOMAIN_VERIFY_TIMEOUT_MS) out.domainVerifyTimeoutMs = intFromEnv('TENANTRY_DOMAIN_VERIFY_TIMEOUT_MS', env.TENANTRY_DOMAIN_VERIFY_TIMEOUT_MS);
+  if (env.TENANTRY_DOMAIN_VERIFY_HTTP_PORT) out.domainVerifyHttpPort = intFromEnv('TENANTRY_DOMAIN_VERIFY_HTTP_PORT', env.TENANTRY_DOMAIN_VERIFY_HTTP_PORT);
+  if (env.TENANTRY_DOMAIN_VERIFY_ALLOW_PRIVATE) out.domainVerifyAllowPrivate = env.TENANTRY_DOMAIN_VERIFY_ALLOW_PRIVATE === 'true';
+  if (env.TENANTRY_MAX_DOMAINS_PER_TENANT) out.maxDomainsPerTenant = intFromEnv('TENANTRY_MAX_DOMAINS_PER_TENANT', env.TENANTRY_MAX_DOMAINS_PER_TENANT);
+  if (env.STRIPE_API_KEY) out.stripeApiKey = env.STRIPE_API_KEY;
+  if (env.STRIPE_API_BASE) out.stripeApiBase = env.STRIPE_API_BASE;
+  if (env.STRIPE_WEBHOOK_SECRET) out.stripeWebhookSecret = env.STRIPE_WEBHOOK_SECRET;
+  if (env.TENANTRY_BILLING_GRACE_SECONDS) out.billingGraceSeconds = intFromEnv('TENANTRY_BILLING_GRACE_SECONDS', env.TENANTRY_BILLING_GRACE_SECONDS);
   if (env.TENANTRY_REPAIR_AFTER_SECONDS) out.repairAfterSeconds = intFromEnv('TENANTRY_REPAIR_AFTER_SECONDS', env.TENANTRY_REPAIR_AFTER_SECONDS);
   return out;
 }
@@ -427,7 +466,45 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     webhookTimeoutMs: positiveInt('webhookTimeoutMs (TENANTRY_WEBHOOK_TIMEOUT_MS)', merged.webhookTimeoutMs ?? 10_000, 50, 120_000),
     webhookRetryBaseMs: positiveInt('webhookRetryBaseMs (TENANTRY_WEBHOOK_RETRY_BASE_MS)', merged.webhookRetryBaseMs ?? 10_000, 1, 3_600_000),
     webhookRetryForSeconds: positiveInt('webhookRetryForSeconds (TENANTRY_WEBHOOK_RETRY_FOR_SECONDS)', merged.webhookRetryForSeconds ?? 86_400, 0, 86_400 * 7),
+    dnsServers: dnsServersOption(merged.dnsServers),
+    domainVerifyTimeoutMs: positiveInt('domainVerifyTimeoutMs (TENANTRY_DOMAIN_VERIFY_TIMEOUT_MS)', merged.domainVerifyTimeoutMs ?? 5000, 50, 60_000),
+    domainVerifyHttpPort: positiveInt('domainVerifyHttpPort (TENANTRY_DOMAIN_VERIFY_HTTP_PORT)', merged.domainVerifyHttpPort ?? 80, 1, 65535),
+    domainVerifyAllowPrivate: merged.domainVerifyAllowPrivate === true,
+    maxDomainsPerTenant: positiveInt('maxDomainsPerTenant (TENANTRY_MAX_DOMAINS_PER_TENANT)', merged.maxDomainsPerTenant ?? 20, 0, 10_000),
+    stripeApiKey: secretOption('stripeApiKey (STRIPE_API_KEY)', merged.stripeApiKey),
+    stripeApiBase: stripeBaseOption(merged.stripeApiBase),
+    stripeWebhookSecret: secretOption('stripeWebhookSecret (STRIPE_WEBHOOK_SECRET)', merged.stripeWebhookSecret),
+    billingGraceSeconds: positiveInt('billingGraceSeconds (TENANTRY_BILLING_GRACE_SECONDS)', merged.billingGraceSeconds ?? 604_800, 0, 86_400 * 365),
   };
+}
+
+/** `host` or `host:port` (IPv6 as `[addr]:port`), as dns.Resolver#setServers takes them. */
+function dnsServersOption(v: unknown): string[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || v.length > 16) throw new TenantryError('INVALID_CONFIG', 'dnsServers (TENANTRY_DNS_SERVERS) is a list of at most 16 host or host:port entries.');
+  return v.map((s) => {
+    if (typeof s !== 'string' || !/^(?:\[[0-9a-fA-F:.]{2,45}\](?::\d{1,5})?|[0-9a-fA-F:]{2,45}|[0-9.]{7,15}(?::\d{1,5})?)$/.test(s)) {
+      throw new TenantryError('INVALID_CONFIG', `dnsServers (TENANTRY_DNS_SERVERS) entries are IP addresses with an optional port (1.1.1.1, 127.0.0.1:5353, [::1]:53); got ${JSON.stringify(s)}.`);
+    }
+    return s;
+  });
+}
+
+function secretOption(name: string, v: unknown): string | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (typeof v !== 'string' || v.length > 500 || !/^[\x21-\x7e]+$/.test(v)) throw new TenantryError('INVALID_CONFIG', `${name} must be printable ASCII of at most 500 characters.`);
+  return v;
+}
+
+/** STRIPE_API_BASE: an http(s) origin (a stand-in on loopback in tests); nothing after the port. */
+function stripeBaseOption(v: unknown): URL {
+  const raw = v === undefined || v === '' ? 'https://api.stripe.com' : v;
+  let u: URL | undefined;
+  try { u = typeof raw === 'string' ? new URL(raw) : undefined; } catch { u = undefined; }
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:') || u.username || u.password || (u.pathname !== '/' && u.pathname !== '') || u.search) {
+    throw new TenantryError('INVALID_CONFIG', `stripeApiBase (STRIPE_API_BASE) is an http(s) origin such as https://api.stripe.com or http://127.0.0.1:12111; got ${JSON.stringify(String(raw)).slice(0, 200)}.`);
+  }
+  return u;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

@@ -24,6 +24,10 @@ export type {
 } from './plans/plan-types.js';
 export { verifyWebhook, signWebhook, type VerifyWebhookInput, type VerifiedWebhook } from './webhooks/signature.js';
 export { isPrivateAddress } from './webhooks/address-policy.js';
+export { normalizeDomain } from './domains/normalize.js';
+export type { DomainService, TenantDomain, DomainMethod } from './domains/domains.js';
+export { PAYMENT_OVERDUE, type BillingService, type BillingRecord, type ClosePeriodReport } from './billing/billing.js';
+export type { TierPrice } from './plans/plan-file.js';
 export { WEBHOOK_EVENTS, type WebhookEventType, type WebhookEndpoint, type WebhookDelivery } from './webhooks/webhooks.js';
 export { DEFAULT_RETENTION, type RetentionDeclaration, type TenantRetentionReport } from './retention/retention.js';
 export type { PurgeCandidate } from './lifecycle/lifecycle.js';

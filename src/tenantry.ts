@@ -52,6 +52,8 @@ import { BackupService } from './backup/backup.js';
 import { MoveService } from './move/move.js';
 import { isMovingRefusal } from './move/change-log.js';
 import { LocalBackupStore, lazyStore } from './backup/store.js';
+import { DomainService } from './domains/domains.js';
+import { BillingService } from './billing/billing.js';
 
 export type QueryMode = 'all' | 'one' | 'val' | 'execute';
 
@@ -97,6 +99,10 @@ export class Tenantry {
   readonly backups: BackupService;
   /** online moves of a tenant between isolation modes (issue #14); `tenants.move()` starts one */
   readonly moves: MoveService;
+  /** custom domains: claimed, verified by DNS TXT or HTTP token, resolved from Host headers (issue #15) */
+  readonly domains: DomainService;
+  /** billing customers, period records pushed to Stripe, Stripe's payment webhooks (issue #15) */
+  readonly billing: BillingService;
   /** long-running operations (backup, export, restore, clone, move) the HTTP API answers 202 with */
   readonly operations: OperationService;
   /** the job runner (graphile-worker): `serve` and `tenantry worker` start it */
@@ -151,7 +157,9 @@ export class Tenantry {
         ? lazyStore('s3', async () => new (await import('./backup/s3-store.js')).S3BackupStore(core.opts.backupS3!))
         : new LocalBackupStore(core.opts.backupDir)));
     this.operations = checkingInputs(new OperationService(core, this.tenants, this.backups));
-    this.jobs = new JobRunner(core, { quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks, backups: this.backups, operations: this.operations });
+    this.domains = checkingInputs(new DomainService(core, this.tenants));
+    this.billing = checkingInputs(new BillingService(core, this.tenants));
+    this.jobs = new JobRunner(core, { domains: this.domains, billing: this.billing, quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks, backups: this.backups, operations: this.operations });
     // provisionings whose rollback could not finish, and rows abandoned by processes that died: a
     // timer with a lock until this process runs the job runner (startJobs), whose schedule then sweeps
     startHealer(core);
@@ -292,7 +300,9 @@ export class Tenantry {
     const keySub = await direct.listen('tenantry_key_changed', (tenantId) => t.keys.invalidate(tenantId), () => t.keys.invalidate());
     // another process applied plans: read them again, and drop limits cached under the old ones
     const planSub = await direct.listen('tenantry_plans_changed', () => void t.plans.reload().then(() => { core.cache.clear(); t.rateLimits.clear(); }).catch((err: unknown) => logger.warn({ err }, 'reloading the plans failed')));
-    t.unlisten = async () => { await sub.unlisten(); await keySub.unlisten(); await planSub.unlisten(); };
+    // a domain added, verified, unverified or removed in any process: host answers cached here are dropped
+    const domainSub = await direct.listen('tenantry_domain_changed', (domain) => t.domains.invalidate(domain), () => t.domains.invalidate());
+    t.unlisten = async () => { await sub.unlisten(); await keySub.unlisten(); await planSub.unlisten(); await domainSub.unlisten(); };
     if (opts.plans) {
       // a plan file that differs from the catalog is reported, never applied behind the operator's back
       try {

@@ -33,7 +33,8 @@ test('the shipped JSON Schema (schemas/tenantry.plans.schema.json) accepts every
     ['unknown kind', { ...h, metrics: [{ name: 'x', kind: 'counter' }] }],
     ['window without a unit', { ...h, metrics: [{ name: 'x', kind: 'window' }] }],
     ['negative limit', { ...h, tiers: [{ ...h.tiers[0], limits: { ...h.tiers[0].limits, events: -1 } }] }],
-    ['unknown field', { ...h, tiers: [{ ...h.tiers[0], price: 1 }] }],
+    ['unknown field', { ...h, tiers: [{ ...h.tiers[0], colour: 1 }] }],
+    ['a price that is not an object', { ...h, tiers: [{ ...h.tiers[0], price: 1 }] }],
   ];
   for (const [what, doc] of bad) {
     assert.equal(validate(doc), false, `the schema refuses: ${what}`);

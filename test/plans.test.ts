@@ -78,7 +78,7 @@ test('bad plan files: a clear INVALID_PLANS naming the path (or line), and nothi
     ['a tier granting an undeclared feature', (() => { const d = clone(h) as Json; d.tiers[0].features = ['teleport']; return d; })(), /\$\.tiers\[0\]\.features\[0\]: unknown feature "teleport"/],
     ['two default tiers', (() => { const d = clone(h) as Json; d.tiers[1].default = true; return d; })(), /\$\.tiers\[1\]\.default: only one tier is the default/],
     ['trialOf an unknown tier', (() => { const d = clone(h) as Json; d.tiers[2].trialOf = 'gold'; return d; })(), /\$\.tiers\[2\]\.trialOf: unknown tier "gold"/],
-    ['an unknown field', (() => { const d = clone(h) as Json; d.tiers[0].price = 9; return d; })(), /\$\.tiers\[0\]\.price: unknown field/],
+    ['an unknown field', (() => { const d = clone(h) as Json; d.tiers[0].colour = 9; return d; })(), /\$\.tiers\[0\]\.colour: unknown field/],
     ['no tiers', { metrics: [], tiers: [] }, /\$\.tiers: declare at least one tier/],
     ['not an object', [1, 2], /\$: a plan file is a JSON object/],
   ];

@@ -15,7 +15,7 @@ import {
 
 export interface TenantryAppOptions {
   tenantry: Tenantry;
-  /** where a request may name its tenant, in order (default: apiKey, header, subdomain, path) */
+  /** where a request may name its tenant, in order (default: apiKey, header, subdomain, domain, path; domain: a verified custom domain as the host) */
   order?: readonly TenantSource[];
   /** `{slug}.{baseDomain}` hosts name a tenant (the subdomain source); unset, hosts are ignored */
   baseDomain?: string;

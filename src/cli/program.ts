@@ -41,6 +41,10 @@ function exitCodeFor(err: unknown): number {
     case 'BACKUP_INVALID': return EXIT.CHECK_FAILED;
     case 'BACKUP_TOO_NEW': return EXIT.CONFLICT;
     case 'RESTORE_CONFIRMATION_REQUIRED': return EXIT.USAGE;
+    case 'DOMAIN_INVALID': return EXIT.USAGE;
+    case 'DOMAIN_NOT_FOUND': return EXIT.NOT_FOUND;
+    case 'DOMAIN_TAKEN': case 'DOMAIN_LIMIT_REACHED': case 'BILLING_CUSTOMER_TAKEN': return EXIT.CONFLICT;
+    case 'DOMAIN_VERIFICATION_FAILED': return EXIT.CHECK_FAILED;
     default: return EXIT.FAILURE;
   }
 }
@@ -286,6 +290,55 @@ export function buildCli(): Command {
     .action(async (id: string) => {
       const ds = await withTenantry((tn) => tn.webhooks.deliveries(id));
       print(flags(), ds, () => table(ds.map((d) => ({ ...d, attempts: d.attempts.length, last: d.attempts.at(-1)?.statusCode ?? d.attempts.at(-1)?.error ?? null, latencyMs: d.attempts.at(-1)?.latencyMs ?? null })), ['id', 'type', 'status', 'attempts', 'last', 'latencyMs', 'createdAt']));
+    });
+
+  const domains = program.command('domains').description('Custom domains: claim, verify (DNS TXT or HTTP token), list, remove');
+  const DOMAIN_COLUMNS = ['domain', 'verified', 'method', 'verifiedAt', 'lastCheckedAt', 'lastError'];
+  domains.command('add <tenant> <domain>').description('Claim a domain for a tenant; prints the TXT record and HTTP token that prove control')
+    .addHelpText('after', '\nExamples:\n  tenantry domains add acme-corp shop.acme.com\n  tenantry domains verify acme-corp shop.acme.com')
+    .action(async (tenant: string, domain: string) => {
+      const d = await withTenantry((tn) => tn.domains.add(tenant, domain, { actor: 'cli' }));
+      print(flags(), d, () => `${table([d as unknown as Record<string, unknown>], DOMAIN_COLUMNS)}\nprove control with either:\n  DNS:  ${d.txtName} TXT "${d.token}"\n  HTTP: ${d.httpUrl} answering ${d.token}\nthen: tenantry domains verify ${tenant} ${d.domain}`);
+    });
+  domains.command('list <tenant>').description('A tenant\'s domains and whether each is verified')
+    .action(async (tenant: string) => {
+      const ds = await withTenantry((tn) => tn.domains.list(tenant));
+      print(flags(), ds, () => table(ds as unknown as Record<string, unknown>[], DOMAIN_COLUMNS));
+    });
+  domains.command('verify <tenant> <domain>').description('Check the TXT record or HTTP token now and mark the domain verified (exit 5 if it does not check out)')
+    .option('--method <method>', 'dns or http (default: DNS, then HTTP)')
+    .action(async (tenant: string, domain: string, o: { method?: string }) => {
+      const d = await withTenantry((tn) => tn.domains.verify(tenant, domain, o.method ? { method: o.method as 'dns' | 'http' } : {}, { actor: 'cli' }));
+      print(flags(), d, () => table([d as unknown as Record<string, unknown>], DOMAIN_COLUMNS));
+    });
+  domains.command('remove <tenant> <domain>').description('Remove a domain; it stops resolving to the tenant at once')
+    .action(async (tenant: string, domain: string) => {
+      await withTenantry((tn) => tn.domains.remove(tenant, domain, { actor: 'cli' }));
+      print(flags(), { removed: domain }, () => `removed ${domain}`);
+    });
+
+  const billing = program.command('billing').description('Billing: customer ids, period records pushed to Stripe');
+  billing.command('customer <tenant> [customerId]').description('Show, set (cus_...) or with --clear remove a tenant\'s billing customer id')
+    .option('--clear', 'remove the customer id')
+    .addHelpText('after', '\nExamples:\n  tenantry billing customer acme-corp cus_Q2x9\n  tenantry billing customer acme-corp')
+    .action(async (tenant: string, customerId: string | undefined, o: { clear?: boolean }) => {
+      const r = await withTenantry(async (tn) => {
+        if (o.clear) await tn.billing.setCustomer(tenant, null, { actor: 'cli' });
+        else if (customerId !== undefined) await tn.billing.setCustomer(tenant, customerId, { actor: 'cli' });
+        return tn.billing.getCustomer(tenant);
+      });
+      print(flags(), r, () => table([r as unknown as Record<string, unknown>], ['tenantId', 'customerId', 'overdueSince']));
+    });
+  billing.command('close').description('Close a billing period (default: last month) into records and push them to Stripe; running it again bills nothing twice')
+    .option('--period <YYYY-MM>', 'the month to close')
+    .action(async (o: { period?: string }) => {
+      const r = await withTenantry((tn) => tn.billing.closePeriod(o.period ? { period: o.period } : {}));
+      print(flags(), r, () => table([r as unknown as Record<string, unknown>], ['period', 'tenants', 'created', 'pushed', 'failed', 'pending']));
+    });
+  billing.command('records <tenant>').description('A tenant\'s billing records').option('--period <YYYY-MM>', 'one month')
+    .action(async (tenant: string, o: { period?: string }) => {
+      const rs = await withTenantry((tn) => tn.billing.records(tenant, o.period ? { period: o.period } : {}));
+      print(flags(), rs, () => table(rs.map((r) => ({ ...r, period: r.periodStart.toISOString().slice(0, 7) })) as unknown as Record<string, unknown>[], ['period', 'item', 'quantity', 'included', 'billable', 'amount', 'currency', 'status', 'externalId']));
     });
 
   program.command('init')

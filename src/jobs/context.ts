@@ -6,6 +6,8 @@ import type { LifecycleService } from '../lifecycle/lifecycle.js';
 import type { RetentionService } from '../retention/retention.js';
 import type { WebhookService } from '../webhooks/webhooks.js';
 import type { BackupService } from '../backup/backup.js';
+import type { DomainService } from '../domains/domains.js';
+import type { BillingService } from '../billing/billing.js';
 import type { OperationService } from '../operations/operations.js';
 
 export interface AddJobOptions {
@@ -28,6 +30,8 @@ export interface JobContext {
   retention: RetentionService;
   webhooks: WebhookService;
   backups: BackupService;
+  domains: DomainService;
+  billing: BillingService;
   /** the HTTP API's long-running operations */
   operations: OperationService;
   addJob(task: string, payload: Record<string, unknown>, opts?: AddJobOptions): Promise<void>;

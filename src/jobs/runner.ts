@@ -16,6 +16,8 @@ import { usageRollup } from './usage-rollup.js';
 import { retentionPurge, retentionTenant } from './retention-purge.js';
 import { webhooksDrain, webhooksSweep } from './webhooks.js';
 import { scheduledBackups } from './scheduled-backups.js';
+import { domainsReverify } from './domains.js';
+import { billingClose, billingOverdue } from './billing.js';
 import { operationsRun } from './operations.js';
 
 /** graphile-worker's schema, in the catalog database of this installation (so per installation). */
@@ -34,6 +36,9 @@ const JOBS: Record<ScheduledTask | 'retention.tenant' | 'webhooks.drain' | 'oper
   'retention.purge': retentionPurge,
   'webhooks.sweep': webhooksSweep,
   'backups.scheduled': scheduledBackups,
+  'domains.reverify': domainsReverify,
+  'billing.close': billingClose as JobFn,
+  'billing.overdue': billingOverdue as JobFn,
   'retention.tenant': retentionTenant as JobFn,
   'webhooks.drain': webhooksDrain as JobFn,
   'operations.run': operationsRun as JobFn,

@@ -25,6 +25,12 @@ export const SCHEDULED_TASKS = {
   'webhooks.sweep': () => 60,
   /** tenants due a backup by their tier's policy, and retention of old scheduled backups */
   'backups.scheduled': () => 3600,
+  /** verified custom domains re-checked; one that moved away is unverified */
+  'domains.reverify': () => 3600,
+  /** the last calendar month's usage turned into billing records and pushed to Stripe (once per period) */
+  'billing.close': () => 3600,
+  /** unpaid invoices past the grace suspend their tenant; paid ones re-activate it; failed pushes retried */
+  'billing.overdue': () => 300,
 } as const;
 
 export type ScheduledTask = keyof typeof SCHEDULED_TASKS;

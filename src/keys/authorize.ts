@@ -16,8 +16,8 @@ export type Principal =
   | { kind: 'tenant'; tenant: Tenant; keyId: string; permissions: Scope[]; authority: KeyAuthority };
 
 /** Where a request may name its tenant. */
-export type TenantSource = 'apiKey' | 'header' | 'subdomain' | 'path';
-export const DEFAULT_TENANT_ORDER: readonly TenantSource[] = ['apiKey', 'header', 'subdomain', 'path'];
+export type TenantSource = 'apiKey' | 'header' | 'subdomain' | 'domain' | 'path';
+export const DEFAULT_TENANT_ORDER: readonly TenantSource[] = ['apiKey', 'header', 'subdomain', 'domain', 'path'];
 
 /** The token of an `Authorization: Bearer <token>` header, or ''. */
 export function bearerToken(header: unknown): string {
@@ -83,6 +83,8 @@ export interface TenantHints {
   header?: string | undefined;
   host?: string | undefined;
   pathSlug?: string | undefined;
+  /** the tenant whose verified custom domain the host is (looked up by resolveRequestTenant) */
+  domainTenant?: string | undefined;
 }
 
 /** The slugs or ids a request names, in the given order (the API key's tenant is not among them). */
@@ -97,6 +99,7 @@ export function namedTenants(hints: TenantHints, opts: { order?: readonly Tenant
         if (sub) named.push(sub);
       }
     }
+    if (source === 'domain' && hints.domainTenant) named.push(hints.domainTenant);
     if (source === 'path' && hints.pathSlug !== undefined && hints.pathSlug !== '') named.push(hints.pathSlug);
   }
   return named;
@@ -110,14 +113,16 @@ export function namedTenants(hints: TenantHints, opts: { order?: readonly Tenant
  */
 export async function resolveRequestTenant(tenantry: Tenantry, p: Principal | null, hints: TenantHints, opts: { need?: Scope; order?: readonly TenantSource[]; baseDomain?: string | undefined } = {}): Promise<Tenant> {
   const order = opts.order ?? DEFAULT_TENANT_ORDER;
-  const named = namedTenants(hints, { order, baseDomain: opts.baseDomain });
+  // a verified custom domain names its tenant; an unverified, removed or unknown one names nobody
+  const domainTenant = order.includes('domain') && hints.domainTenant === undefined ? await tenantry.domains.tenantIdForHost(hints.host) : hints.domainTenant;
+  const named = namedTenants({ ...hints, domainTenant }, { order, baseDomain: opts.baseDomain });
   if (p?.kind === 'tenant' && order.includes('apiKey')) {
     const other = named.find((n) => !namesTenant(p.tenant, n));
     if (other !== undefined) throw new TenantryError('FORBIDDEN', `This API key belongs to another tenant than ${JSON.stringify(other)} names.`);
     if (opts.need) requireScope(p, opts.need);
     return p.tenant;
   }
-  if (named.length === 0) throw new TenantryError('INVALID_INPUT', `Name the tenant: ${order.map((s) => ({ apiKey: 'use a tenant API key', header: 'send X-Tenant-ID', subdomain: 'use a {slug}.<base domain> host', path: 'name it in the path (/v1/t/{slug}/...)' })[s]).join(', ')}.`);
+  if (named.length === 0) throw new TenantryError('INVALID_INPUT', `Name the tenant: ${order.map((s) => ({ apiKey: 'use a tenant API key', header: 'send X-Tenant-ID', subdomain: 'use a {slug}.<base domain> host', domain: 'use a verified custom domain as the host', path: 'name it in the path (/v1/t/{slug}/...)' })[s]).join(', ')}.`);
   const [first, ...rest] = named;
   const t = await tenantry.tenants.resolveForWork(first!);
   if (rest.some((n) => !namesTenant(t, n))) throw new TenantryError('INVALID_INPUT', 'X-Tenant-ID, host and path name different tenants.');

@@ -40,6 +40,16 @@ export interface PlanMetric {
 
 export interface PlanFeature { name: string; description: string }
 
+/** What a tier costs per billing period (a calendar month), in the currency's minor units (cents). */
+export interface TierPrice {
+  /** ISO 4217 code, lowercase (`usd`, `eur`) */
+  currency: string;
+  /** the tier's own price per period */
+  amount: number;
+  /** per metric: usage included in the price, and the price of each `perUnits` beyond it */
+  metrics: Record<string, { included: number; unitAmount: number; perUnits: number }>;
+}
+
 export interface PlanTier {
   name: string;
   /** per metric name: the limit, or null for unlimited */
@@ -52,6 +62,8 @@ export interface PlanTier {
   default: boolean;
   /** set on the tier trials run on: the tier a trial falls back to */
   trialOf: string | null;
+  /** what the tier costs per billing period; null: not billed */
+  price: TierPrice | null;
 }
 
 export interface Plans {
@@ -263,7 +275,7 @@ export function validatePlans(doc: unknown): Plans {
   const tiers = rawTiers.map((t, i): PlanTier => {
     const p = `$.tiers[${i}]`;
     if (!isObject(t)) bad(p, 'must be an object with name and limits');
-    onlyKeys(t, p, ['name', 'limits', 'features', 'rateLimit', 'retentionDays', 'default', 'trialOf']);
+    onlyKeys(t, p, ['name', 'limits', 'features', 'rateLimit', 'retentionDays', 'default', 'trialOf', 'price']);
     const tierName = name(t.name, `${p}.name`, TIER_NAME, '1-50 characters of [a-z0-9_-], starting with a letter');
     const rawLimits = t.limits ?? {};
     if (!isObject(rawLimits)) bad(`${p}.limits`, 'must be an object of metric name to limit');
@@ -295,7 +307,8 @@ export function validatePlans(doc: unknown): Plans {
     const retentionDays = limit(t.retentionDays, `${p}.retentionDays`, false)!;
     if (t.default !== undefined && typeof t.default !== 'boolean') bad(`${p}.default`, 'must be true or false');
     const trialOf = t.trialOf === undefined || t.trialOf === null ? null : name(t.trialOf, `${p}.trialOf`, TIER_NAME, 'a tier name');
-    return { name: tierName, limits, features: tierFeatures, rateLimit, retentionDays, default: t.default === true, trialOf };
+    const price = t.price === undefined || t.price === null ? null : tierPrice(t.price, `${p}.price`, metrics);
+    return { name: tierName, limits, features: tierFeatures, rateLimit, retentionDays, default: t.default === true, trialOf, price };
   });
   unique(tiers.map((t) => t.name), '$.tiers', 'tier');
   const tierNames = new Set(tiers.map((t) => t.name));
@@ -310,6 +323,38 @@ export function validatePlans(doc: unknown): Plans {
     if (t.trialOf === t.name) bad(`$.tiers[${i}].trialOf`, 'a trial cannot fall back to its own tier');
   });
   return { metrics, features, tiers };
+}
+
+const MAX_AMOUNT = 1e12;
+
+function amount(v: unknown, path: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) bad(path, `must be a whole number from ${min} to ${max} (amounts are in the currency's minor units, such as cents), got ${brief(v)}`);
+  return v;
+}
+
+/** A tier's price: currency, its amount per period, and per metric the included usage and the price beyond it. */
+function tierPrice(v: unknown, path: string, metrics: PlanMetric[]): TierPrice {
+  if (!isObject(v)) bad(path, 'must be an object with currency, amount and metrics');
+  onlyKeys(v, path, ['currency', 'amount', 'metrics']);
+  if (typeof v.currency !== 'string' || !/^[a-z]{3}$/.test(v.currency)) bad(`${path}.currency`, `must be a lowercase ISO 4217 code such as "usd", got ${brief(v.currency)}`);
+  const out: TierPrice = { currency: v.currency, amount: amount(v.amount ?? 0, `${path}.amount`, 0, MAX_AMOUNT), metrics: {} };
+  const raw = v.metrics ?? {};
+  if (!isObject(raw)) bad(`${path}.metrics`, 'must be an object of metric name to { included, unitAmount, perUnits }');
+  for (const [k, m] of Object.entries(raw)) {
+    const mp = `${path}.metrics.${k}`;
+    const metric = metrics.find((x) => x.name === k);
+    if (!metric) bad(mp, `unknown metric ${JSON.stringify(k)}; declared metrics: ${metrics.map((x) => x.name).join(', ') || 'none'}`);
+    // a gauge's daily history is its highest level, not an amount used: summing it bills nonsense
+    if (metric.kind === 'gauge') bad(mp, 'a gauge is a level, not usage; only count, window and lease metrics are billed by use');
+    if (!isObject(m)) bad(mp, 'must be an object with included, unitAmount and perUnits');
+    onlyKeys(m, mp, ['included', 'unitAmount', 'perUnits']);
+    out.metrics[k] = {
+      included: amount(m.included ?? 0, `${mp}.included`, 0, MAX_LIMIT),
+      unitAmount: amount(m.unitAmount, `${mp}.unitAmount`, 0, MAX_AMOUNT),
+      perUnits: amount(m.perUnits ?? 1, `${mp}.perUnits`, 1, MAX_AMOUNT),
+    };
+  }
+  return out;
 }
 
 /** The quota keys of one tier as the catalog stores them (metric quotas, rate limit, retention). */
@@ -343,6 +388,7 @@ export function plansDocument(plans: Plans): Record<string, unknown> {
       name: t.name, ...(t.default ? { default: true } : {}), ...(t.trialOf ? { trialOf: t.trialOf } : {}),
       limits: Object.fromEntries(Object.entries(t.limits).map(([k, v]) => [k, v === null ? 'unlimited' : v])),
       features: t.features, rateLimit: t.rateLimit, retentionDays: t.retentionDays,
+      ...(t.price ? { price: t.price } : {}),
     })),
   };
 }

@@ -135,6 +135,7 @@ export function comparePlans(from: Plans, to: Plans): PlanChange[] {
     for (const f of old.features) if (!t.features.includes(f)) out.push({ change: 'feature.revoked', target: `tier:${t.name}/${f}` });
     if (old.default !== t.default) out.push({ change: 'tier.changed', target: `tier:${t.name}.default`, from: old.default, to: t.default });
     if (old.trialOf !== t.trialOf) out.push({ change: 'tier.changed', target: `tier:${t.name}.trialOf`, from: old.trialOf, to: t.trialOf });
+    if (JSON.stringify(old.price ?? null) !== JSON.stringify(t.price ?? null)) out.push({ change: 'tier.changed', target: `tier:${t.name}.price`, from: old.price ?? null, to: t.price ?? null });
   }
   return out;
 }
@@ -362,10 +363,10 @@ export class PlanService {
   private async upsertTier(tx: TransactionSql, plans: Plans, t: PlanTier, position: number): Promise<void> {
     const quotas = tierQuotas(plans, t);
     await tx`
-      insert into tenantry_catalog.tiers (name, quotas, features, position, is_default, trial_of, updated_at)
-      values (${t.name}, ${tx.json(quotas as never)}, ${t.features}, ${position}, false, ${t.trialOf}, now())
+      insert into tenantry_catalog.tiers (name, quotas, features, position, is_default, trial_of, price, updated_at)
+      values (${t.name}, ${tx.json(quotas as never)}, ${t.features}, ${position}, false, ${t.trialOf}, ${t.price ? tx.json(t.price as never) : null}, now())
       on conflict (name) do update set quotas = excluded.quotas, features = excluded.features, position = excluded.position,
-        trial_of = excluded.trial_of, updated_at = now()`;
+        trial_of = excluded.trial_of, price = excluded.price, updated_at = now()`;
   }
 }
 

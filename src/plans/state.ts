@@ -86,7 +86,7 @@ export class PlanState {
 }
 
 interface MetricRow { name: string; kind: MetricKind; quota: string; unit: string; scale: string; window_unit: WindowUnit | null; ttl_seconds: number | null; gauge_source: GaugeSource | null; description: string }
-interface TierRow { name: string; quotas: Record<string, number | null>; features: string[]; is_default: boolean; trial_of: string | null }
+interface TierRow { name: string; quotas: Record<string, number | null>; features: string[]; is_default: boolean; trial_of: string | null; price: PlanTier['price'] }
 
 /** Reads the plans in force from the catalog (metrics, features and tiers in their order). */
 export async function loadPlans(sql: Sql | TransactionSql): Promise<Plans> {
@@ -96,7 +96,7 @@ export async function loadPlans(sql: Sql | TransactionSql): Promise<Plans> {
   const featureRows = await sql<{ name: string; description: string }[]>`
     select name, description from tenantry_catalog.plan_features order by position, name`;
   const tierRows = await sql<TierRow[]>`
-    select name, quotas, features, is_default, trial_of from tenantry_catalog.tiers order by position, name`;
+    select name, quotas, features, is_default, trial_of, price from tenantry_catalog.tiers order by position, name`;
   const metrics: PlanMetric[] = metricRows.map((r) => ({
     name: r.name, kind: r.kind, quota: r.quota, unit: r.unit, scale: Number(r.scale),
     window: r.window_unit, ttlSeconds: r.ttl_seconds, source: r.gauge_source, description: r.description,
@@ -109,6 +109,7 @@ export async function loadPlans(sql: Sql | TransactionSql): Promise<Plans> {
     retentionDays: Number(r.quotas[RETENTION_QUOTA] ?? 0),
     default: r.is_default,
     trialOf: r.trial_of,
+    price: r.price ?? null,
   }));
   return { metrics, features: featureRows.map((f) => ({ name: f.name, description: f.description })), tiers };
 }

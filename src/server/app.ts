@@ -24,6 +24,8 @@ import { featureRoutes } from './routes/features.js';
 import { auditRoutes } from './routes/audit.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { tenantSelfRoutes } from './routes/tenant-self.js';
+import { domainRoutes } from './routes/domains.js';
+import { billingRoutes } from './routes/billing.js';
 
 export { tenantView } from './routes/shared.js';
 
@@ -153,7 +155,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
 
   app.addHook('onRequest', async (req, reply) => {
-    if (!req.url.startsWith('/v1/') || req.url.startsWith('/v1/invitations/accept')) return;
+    if (!req.url.startsWith('/v1/') || req.url.startsWith('/v1/invitations/accept') || req.routeOptions.config?.publicRoute === true) return;
     req.principal = await authenticate(tenantry, req);
     if (req.principal.kind === 'tenant') {
       const d = await tenantry.rateLimit(req.principal.tenant.id);
@@ -245,6 +247,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await app.register(auditRoutes, routeDeps);
   await app.register(webhookRoutes, routeDeps);
   await app.register(tenantSelfRoutes, routeDeps);
+  await app.register(domainRoutes, routeDeps);
+  await app.register(billingRoutes, routeDeps);
 
   return app;
 }

@@ -44,6 +44,11 @@ const NAMED: Record<string, string> = {
   'post /v1/tenants/{id}/invitations': 'inviteTenantMember',
   'get /v1/tenants/{id}/audit': 'listTenantAudit',
   'get /v1/plans': 'getPlans',
+  'get /v1/domains/tls-ask': 'askDomainCertificate',
+  'post /v1/billing/stripe/webhook': 'receiveStripeWebhook',
+  'post /v1/billing/close': 'closeBillingPeriod',
+  'put /v1/tenants/{id}/billing': 'setTenantBillingCustomer',
+  'get /v1/tenants/{id}/billing': 'getTenantBilling',
 };
 
 const pascal = (s: string): string => s.split(/[-_]/).filter(Boolean).map((w) => w[0]!.toUpperCase() + w.slice(1)).join('');

@@ -13,6 +13,7 @@ export const WEBHOOK_EVENTS = [
   'tenant.created', 'tenant.activated', 'tenant.trial_ending', 'tenant.trial_ended', 'tenant.suspended',
   'tenant.deleted', 'tenant.restored', 'tenant.purged', 'tenant.tier_changed', 'quota.at_risk', 'quota.exceeded',
   'key.created', 'key.revoked', 'member.added', 'member.removed', 'retention.purged',
+  'domain.verified', 'domain.unverified',
 ] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENTS)[number];
 
