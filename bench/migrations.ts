@@ -3,16 +3,44 @@
  * index) beside a serial loop of the same DDL over 1,000 plain schemas; then a run with nothing
  * pending over 10,000 tenants (catalog rows; nothing to visit).
  */
-import { mkdtempSync, copyFileSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, copyFileSync, writeFileSync, rmSync, symlinkSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
 import postgres from 'postgres';
 import { Tenantry } from '../src/index.js';
-import { EXAMPLE_TENANT_MIGRATIONS_DIR } from '../src/config.js';
+import { EXAMPLE_TENANT_MIGRATIONS_DIR, PACKAGE_ROOT } from '../src/config.js';
 import { intFromEnv, median, progress, type BenchContext } from './lib.js';
 
 const TENANTS = intFromEnv('BENCH_MIGRATE_TENANTS', 1000, 1);
 const IDLE_TENANTS = intFromEnv('BENCH_IDLE_TENANTS', 10000, 1);
+const PROCESS_RUNS = intFromEnv('BENCH_MIGRATE_PROCESS_RUNS', 7, 1);
+
+/**
+ * The CLI as it ships (built JavaScript, not tsx): compiled from this checkout into a scratch folder
+ * beside package.json and migrations/, exactly as `npm run build` lays out dist/.
+ */
+function buildCli(): { bin: string; cleanup(): void } {
+  const root = mkdtempSync(path.join(tmpdir(), 'tenantry-bench-cli-'));
+  for (const f of ['package.json', 'migrations', 'node_modules']) symlinkSync(path.join(PACKAGE_ROOT, f), path.join(root, f));
+  mkdirSync(path.join(root, 'bin'));
+  copyFileSync(path.join(PACKAGE_ROOT, 'bin', 'tenantry.js'), path.join(root, 'bin', 'tenantry.js'));
+  try {
+    execFileSync(process.execPath, [path.join(PACKAGE_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(PACKAGE_ROOT, 'tsconfig.json'), '--outDir', path.join(root, 'dist'), '--declaration', 'false'], { stdio: 'ignore' });
+  } catch {
+    // tsc exits non-zero on a type error anywhere but still writes the JavaScript
+  }
+  return { bin: path.join(root, 'bin', 'tenantry.js'), cleanup: () => rmSync(root, { recursive: true, force: true }) };
+}
+
+/** Wall time of a process from spawn to exit, ms; throws unless it exits 0. */
+function runProcess(args: string[], env: NodeJS.ProcessEnv, cwd: string): number {
+  const t = performance.now();
+  const r = spawnSync(process.execPath, args, { env, cwd, encoding: 'utf8' });
+  const took = performance.now() - t;
+  if (r.status !== 0) throw new Error(`${args.join(' ')} exited ${r.status}: ${r.stderr || r.stdout}`);
+  return took;
+}
 const V2 = 'alter table agents add column priority integer not null default 0;\ncreate index agents_priority_idx on agents (tenant_id, priority);\n';
 
 export async function benchMigrations({ inst, version, fresh }: BenchContext): Promise<string> {
@@ -68,6 +96,24 @@ export async function benchMigrations({ inst, version, fresh }: BenchContext): P
     } finally {
       await idle.close();
     }
+    // `tenantry migrate` as a process, built, nothing pending (the 10,000 catalog rows above), beside
+    // the floor of any such command: a node process that opens one connection and runs one query
+    progress('migrations: timing `tenantry migrate` as a process');
+    const cli = buildCli();
+    const processRuns: number[] = [];
+    const floorRuns: number[] = [];
+    try {
+      const env = { ...process.env, DATABASE_URL: own.adminUrl, TENANTRY_NAMESPACE: own.namespace, TENANTRY_TENANT_MIGRATIONS: dir };
+      const floorScript = `import postgres from ${JSON.stringify(path.join(PACKAGE_ROOT, 'node_modules', 'postgres', 'src', 'index.js'))}; const sql = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} }); await sql\`select count(*) from tenantry_catalog.tenants\`; await sql.end();`;
+      const out = spawnSync(process.execPath, [cli.bin, 'migrate'], { env, cwd: dir, encoding: 'utf8' });
+      if (out.status !== 0 || !/nothing to do/.test(out.stdout)) throw new Error(`tenantry migrate: ${out.stdout} ${out.stderr}`);
+      for (let i = 0; i < PROCESS_RUNS; i++) {
+        processRuns.push(runProcess([cli.bin, 'migrate'], env, dir));
+        floorRuns.push(runProcess(['--input-type=module', '-e', floorScript], env, dir));
+      }
+    } finally {
+      cli.cleanup();
+    }
     await own.su`delete from tenantry_catalog.tenants where slug like 'idle-%'`;
     return [
       '### Tenant migrations',
@@ -78,6 +124,7 @@ export async function benchMigrations({ inst, version, fresh }: BenchContext): P
       '| --- | ---: | ---: | ---: |',
       `| migrate ${TENANTS} schema tenants (concurrency ${'default'}) | ${(report.durationMs / 1000).toFixed(2)} s | ${(serialMs / 1000).toFixed(2)} s (serial loop of the same DDL) | ${(report.durationMs / serialMs).toFixed(2)}x |`,
       `| migrate ${IDLE_TENANTS} tenants, nothing pending (median of 5) | ${median(idleRuns).toFixed(0)} ms | - | - |`,
+      `| \`tenantry migrate\` as a process (built), nothing pending over ${IDLE_TENANTS} tenants, spawn to exit (median of ${PROCESS_RUNS}) | ${median(processRuns).toFixed(0)} ms | ${median(floorRuns).toFixed(0)} ms (node + postgres.js: connect, one query, exit) | ${(median(processRuns) / median(floorRuns)).toFixed(2)}x |`,
     ].join('\n');
   } finally {
     await plain.end({ timeout: 5 });

@@ -253,7 +253,7 @@ export async function migrateTarget(sql: Sql, opts: MigrateTargetOptions): Promi
 }
 
 /** SQL that may create a table or change its row-level security (then the new state is re-checked). */
-const MAY_CHANGE_TABLES = /\bcreate\b[^;]*\btable\b|\binto\b|\brow\s+level\s+security\b|\bpolicy\b|\bpartition\b|\binherit|\bexecute\b|\bdo\b/i;
+export const MAY_CHANGE_TABLES = /\bcreate\b[^;]*\btable\b|\binto\b|\brow\s+level\s+security\b|\bpolicy\b|\bpartition\b|\binherit|\bexecute\b|\bdo\b/i;
 
 export async function planTarget(tx: TransactionSql | Sql, schema: string, migrations: MigrationFile[]): Promise<{ applied: number; pending: MigrationFile[]; highest: number }> {
   const rows = await tx<{ version: number; name: string; checksum: string }[]>`

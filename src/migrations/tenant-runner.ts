@@ -3,7 +3,8 @@ import type { Sql } from 'postgres';
 import type { Core } from '../core.js';
 import { latestVersion } from '../core.js';
 import { TenantryError } from '../errors.js';
-import { migrateTarget, POOLED_SCHEMA } from '../isolation/data-plane.js';
+import { migrateTarget, MAY_CHANGE_TABLES, POOLED_SCHEMA } from '../isolation/data-plane.js';
+import { ident, literal } from '../identifiers.js';
 import { validateIsolation, validateTier, type Isolation, type Tier, type TenantRow } from '../tenants/model.js';
 import type { MigrationFile } from './files.js';
 
@@ -126,7 +127,11 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
     }
     // the shared database's schema tenants get a pool as wide as the run (the admin pool is small)
     const shared = core.adminTo(core.sharedDatabase, Math.min(concurrency, pending.length));
+    // catalog versions are written in batches (a cache of each tenant's own record, never ahead of it)
+    const versions = new CatalogVersions(core.admin);
     try {
+      // every schema tenant's applied files in one query, instead of one round trip per tenant
+      const plans = opts.reapplySecurity ? new Map<string, SchemaPlan>() : await planSchemaTenants(shared, pending, core.migrations);
       let next = 0;
       let done = 0;
       const worker = async (): Promise<void> => {
@@ -135,7 +140,10 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
           if (!t) return;
           let error: string | undefined;
           try {
-            await migrateOneTenant(core, shared, t, lockTimeoutMs, Boolean(opts.reapplySecurity));
+            const plan = plans.get(t.schema_name);
+            const quick = plan && t.isolation === 'schema' ? await migrateSchemaInOneTrip(core, shared, t, plan, lockTimeoutMs) : undefined;
+            const version = quick ?? await migrateOneTenant(core, shared, t, lockTimeoutMs, Boolean(opts.reapplySecurity));
+            versions.set(t.id, version);
             report.migrated++;
           } catch (err) {
             error = err instanceof Error ? err.message : String(err);
@@ -153,6 +161,7 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
       };
       await Promise.all(Array.from({ length: Math.min(concurrency, pending.length) }, worker));
     } finally {
+      await versions.flush().catch((err: unknown) => core.logger.warn({ err }, 'recording migrated versions in the catalog failed; the next run re-checks those tenants'));
       await shared.end({ timeout: 5 }).catch(() => undefined);
       await lock`select pg_advisory_unlock(${MIGRATE_LOCK_KEY})`.catch(() => undefined);
     }
@@ -163,7 +172,7 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
   return report;
 }
 
-async function migrateOneTenant(core: Core, shared: Sql, t: TenantRow, lockTimeoutMs: number, reapplySecurity: boolean): Promise<void> {
+async function migrateOneTenant(core: Core, shared: Sql, t: TenantRow, lockTimeoutMs: number, reapplySecurity: boolean): Promise<number> {
   const context = core.signer.sign(t.id, t.isolation);
   let version: number;
   if (t.isolation === 'schema') {
@@ -182,7 +191,100 @@ async function migrateOneTenant(core: Core, shared: Sql, t: TenantRow, lockTimeo
       await db.end({ timeout: 5 });
     }
   }
-  await core.admin`update tenantry_catalog.tenants set schema_version = ${version} where id = ${t.id}`;
+  return version;
+}
+
+/** A schema tenant's applied files, read for the whole run at once. */
+interface SchemaPlan { applied: number; pending: MigrationFile[]; highest: number; mismatch?: string }
+
+async function planSchemaTenants(shared: Sql, tenants: TenantRow[], migrations: MigrationFile[]): Promise<Map<string, SchemaPlan>> {
+  const schemas = tenants.filter((t) => t.isolation === 'schema').map((t) => t.schema_name);
+  const plans = new Map<string, SchemaPlan>();
+  if (schemas.length === 0) return plans;
+  const rows = await shared<{ schema_name: string; version: number; checksum: string }[]>`
+    select schema_name, version, checksum from tenantry.migrations where schema_name = any(${schemas})`;
+  const bySchema = new Map<string, Map<number, string>>();
+  for (const r of rows) {
+    let m = bySchema.get(r.schema_name);
+    if (!m) bySchema.set(r.schema_name, m = new Map());
+    m.set(r.version, r.checksum);
+  }
+  for (const schema of schemas) {
+    const done = bySchema.get(schema) ?? new Map<number, string>();
+    const edited = migrations.find((m) => done.has(m.version) && done.get(m.version) !== m.checksum);
+    plans.set(schema, {
+      applied: done.size, pending: migrations.filter((m) => !done.has(m.version)), highest: Math.max(0, ...done.keys()),
+      ...(edited ? { mismatch: edited.name } : {}),
+    });
+  }
+  return plans;
+}
+
+/**
+ * A schema tenant's pending files in one round trip: BEGIN, the session setup, the record of the files
+ * (first: a concurrent application of the same file fails on its primary key before any DDL runs), the
+ * files themselves and COMMIT, as one simple-protocol query. Used only where migrateTarget would do
+ * exactly this: files already applied before (so the tables exist and are secured), none that may
+ * create a table or touch row-level security (those re-check the schema's tables), checksums intact.
+ * Undefined when not eligible, or when anything fails: the transaction is rolled back (nothing is half
+ * applied) and the tenant goes through migrateTarget, which re-plans it and reports the precise error.
+ */
+async function migrateSchemaInOneTrip(core: Core, shared: Sql, t: TenantRow, plan: SchemaPlan, lockTimeoutMs: number): Promise<number | undefined> {
+  if (plan.mismatch || plan.applied === 0 || plan.pending.length === 0) return undefined;
+  if (plan.pending.some((m) => MAY_CHANGE_TABLES.test(m.sql))) return undefined;
+  const latest = core.migrations[core.migrations.length - 1]?.version ?? 0;
+  const schema = t.schema_name;
+  const record = plan.pending.map((m) => `(${literal(schema)}, ${m.version}, ${literal(m.name)}, ${literal(m.checksum)})`).join(', ');
+  const text = [
+    'begin',
+    `set local lock_timeout = '${Math.max(1, lockTimeoutMs)}ms'`,
+    `insert into tenantry.migrations (schema_name, version, name, checksum) values ${record}`,
+    `set local role ${ident(core.roles.owner)}`,
+    `set local search_path = ${ident(schema)}`,
+    `select set_config('tenantry.ctx', ${literal(core.signer.sign(t.id, 'schema'))}, true)`,
+    // each file on lines of its own: a file ending in a line comment cannot swallow what follows
+    ...plan.pending.map((m) => `\n${m.sql}\n`),
+    'commit',
+  ].join('\n;\n');
+  const conn = await shared.reserve();
+  try {
+    await conn.unsafe(text);
+  } catch (err) {
+    await conn.unsafe('rollback').catch(() => undefined);
+    core.logger.debug({ tenantId: t.id, err }, 'one-trip tenant migration failed; retrying it step by step');
+    return undefined;
+  } finally {
+    conn.release();
+  }
+  return Math.max(latest, plan.highest);
+}
+
+/** Tenants' reached versions, written to the catalog 100 at a time (one statement per version). */
+class CatalogVersions {
+  private pending = new Map<number, string[]>();
+  private count = 0;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly sql: Sql) {}
+
+  set(id: string, version: number): void {
+    const ids = this.pending.get(version) ?? [];
+    ids.push(id);
+    this.pending.set(version, ids);
+    if (++this.count >= 100) void this.flush().catch(() => undefined);
+  }
+
+  flush(): Promise<void> {
+    const batch = this.pending;
+    this.pending = new Map();
+    this.count = 0;
+    this.writing = this.writing.catch(() => undefined).then(async () => {
+      for (const [version, ids] of batch) {
+        await this.sql`update tenantry_catalog.tenants set schema_version = ${version} where id = any(${ids}::uuid[]) and schema_version < ${version}`;
+      }
+    });
+    return this.writing;
+  }
 }
 
 async function resolveIds(core: Core, tenants: string[]): Promise<string[]> {
