@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import postgres, { type Sql } from 'postgres';
 import { Redis } from 'ioredis';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
-import { RateLimiter, type RateLimit } from '../src/ratelimit/limiter.js';
+import { RateLimiter, leaseSize, LEASE_TTL_MS, type RateLimit, type RateLimitStore } from '../src/ratelimit/limiter.js';
 import { PostgresRateLimitStore } from '../src/ratelimit/postgres-store.js';
 import { RedisRateLimitStore } from '../src/ratelimit/redis-store.js';
 import { rejectsWith } from './helpers/assertions.js';
@@ -217,6 +217,72 @@ function conformance(storeName: string, limiter: () => RateLimiter, skip: string
 
 conformance('postgres', () => pgLimiter, undefined);
 conformance('redis', () => redisLimiter!, redisSkip);
+
+// High limits are leased: a process takes 2% of the burst (at most 100) from the store in one decision.
+// Two limiters on one store stand for two processes; the store's decisions are counted.
+for (const storeName of ['postgres', 'redis'] as const) {
+  const skip = storeName === 'redis' ? redisSkip : undefined;
+  const process = (calls: { n: number }): RateLimiter => {
+    const store: RateLimitStore = storeName === 'postgres' ? new PostgresRateLimitStore(pgSql) : new RedisRateLimitStore(redis!, redisPrefix);
+    const decide = store.decide.bind(store);
+    store.decide = (...args) => { calls.n++; return decide(...args); };
+    return new RateLimiter(store);
+  };
+
+  test(`${storeName}: two processes hammering a high limit get no more than the limit plus one lease each, asking the store about once per lease`, skip ? { skip } : { timeout: 180_000 }, async () => {
+    const calls = { n: 0 };
+    const a = process(calls);
+    const b = process(calls);
+    const key = newKey('leased');
+    const rule: RateLimit = { limit: 5000, periodMs: 3_600_000 }; // one request per 720 ms refills
+    const lease = leaseSize(5000);
+    assert.equal(lease, 100);
+    const started = Date.now();
+    let allowed = 0;
+    const round = async (): Promise<void> => {
+      const ds = await Promise.all(Array.from({ length: 100 }, (_, i) => (i % 2 ? a : b).consume(key, rule)));
+      allowed += ds.filter((d) => d.allowed).length;
+      for (const d of ds) {
+        assert.ok(d.remaining >= 0 && d.remaining <= 5000, `remaining ${d.remaining}`);
+        if (!d.allowed) assert.ok(d.retryAfterMs > 0, 'a denial says when to retry');
+      }
+    };
+    for (let i = 0; i < 40; i++) await round();
+    assert.equal(allowed, 4000, 'well inside the burst every request is allowed');
+    // 4,000 requests, two processes: about 40 leases, not 4,000 store decisions
+    assert.ok(calls.n <= 4000 / lease + 10, `store decisions for 4,000 requests: ${calls.n}`);
+    for (let i = 0; i < 20; i++) await round();
+    const refilled = Math.ceil((Date.now() - started) / 720) + 1;
+    // the store counts a lease in full when it is taken: together the processes never get more than it
+    // grants; each may leave up to one lease unused (so others are refused that much early)
+    assert.ok(allowed <= 5000 + refilled, `allowed ${allowed} of 6,000 against a burst of 5,000 (+${refilled} refilled)`);
+    assert.ok(allowed >= 5000 - 2 * lease, `allowed ${allowed}: no more than one lease per process left unused`);
+    // past the limit decisions are exact again: a third process, asking the store directly, is refused
+    const c = process({ n: 0 });
+    const d = await c.consume(key, rule);
+    assert.equal(d.allowed, false);
+  });
+
+  test(`${storeName}: a lease not used within ${LEASE_TTL_MS} ms is dropped, and reset() forgets it at once`, skip ? { skip } : { timeout: 60_000 }, async () => {
+    const calls = { n: 0 };
+    const a = process(calls);
+    const key = newKey('lease-ttl');
+    const rule: RateLimit = { limit: 5000, periodMs: 3_600_000 };
+    assert.equal((await a.consume(key, rule)).allowed, true);
+    assert.equal((await a.consume(key, rule)).allowed, true);
+    assert.equal(calls.n, 1, 'the second request came from the lease');
+    await sleep(LEASE_TTL_MS + 100);
+    const late = await a.consume(key, rule);
+    assert.equal(late.allowed, true);
+    assert.equal(calls.n, 2, 'an old lease is not used: a new one is taken');
+    // the first lease is counted in full (its 98 unused requests are lost), the second as used once
+    assert.ok(late.remaining >= 5000 - 103 && late.remaining <= 5000 - 98, `remaining ${late.remaining}`);
+    await a.reset(key);
+    const fresh = await a.consume(key, rule);
+    assert.equal(calls.n, 3, 'after reset the local lease is gone too');
+    assert.equal(fresh.remaining, 4999);
+  });
+}
 
 test('postgres store: its state is one row per key in the catalog', async () => {
   const key = newKey('row');
