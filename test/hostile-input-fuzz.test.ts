@@ -146,14 +146,16 @@ async function snapshot(): Promise<Record<string, string>> {
     const tables = (await inst.su<{ relname: string }[]>`
       select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
       where n.nspname = 'tenantry_catalog' and c.relkind in ('r', 'p')
-        and c.relname !~ '(rate_limit|idempotency|throttl|attempt|lease)' order by 1`).map((r) => r.relname);
+        and c.relname !~ '(rate_limit|idempotency|throttl|attempt|lease|role_pool)' order by 1`).map((r) => r.relname);
     assert.ok(tables.includes('tenants') && tables.includes('audit_log') && tables.includes('memberships'));
     snapshotSql = tables.map((t) => `select '${t}' as t, count(*)::text || ':' || md5(coalesce(string_agg((to_jsonb(x) - 'last_used_at')::text, '|' order by (to_jsonb(x) - 'last_used_at')::text), '')) as v from tenantry_catalog."${t}" x`).join(' union all ');
   }
   const rows = await inst.su.unsafe<{ t: string; v: string }[]>(snapshotSql);
   const ns = `${inst.namespace}\\_%`;
   const [objects] = await inst.su<{ roles: string; databases: string }[]>`
-    select (select string_agg(rolname || ':' || rolcanlogin, ',' order by rolname) from pg_roles where rolname like ${ns}) as roles,
+    -- (not the role pool's pre-made roles: its background refill makes them at any time, each with its pool row)
+    select (select string_agg(rolname || ':' || rolcanlogin, ',' order by rolname) from pg_roles where rolname like ${ns}
+              and not exists (select 1 from tenantry_catalog.role_pool p where rolname = ${inst.namespace + '_t_'} || replace(p.tenant_id::text, '-', ''))) as roles,
            (select string_agg(datname, ',' order by datname) from pg_database where datname like ${ns}) as databases`;
   return { ...Object.fromEntries(rows.map((r) => [r.t, r.v])), ...objects };
 }

@@ -28,15 +28,20 @@ after(async () => {
 
 const MODES: readonly Isolation[] = ['pooled', 'schema', 'database'];
 
-/** Everything a bad call could have touched: the whole tenants table, the audit log, this installation's roles, databases and schemas. */
+/**
+ * Everything a bad call could have touched: the whole tenants table, the audit log, this installation's
+ * roles, databases and schemas. (Not the role pool's pre-made roles, which its background refill makes
+ * at any time: a role and its pool row commit together, so one statement sees both or neither.)
+ */
 async function snapshot(): Promise<Record<string, unknown>> {
   const ns = `${inst.namespace}\\_%`;
+  const notPooled = inst.su`not exists (select 1 from tenantry_catalog.role_pool p where rolname = ${inst.namespace + '_t_'} || replace(p.tenant_id::text, '-', ''))`;
   const [c] = await inst.su<Record<string, unknown>[]>`
     select (select count(*)::int from tenantry_catalog.tenants) as tenants,
            (select md5(coalesce(string_agg(t::text, '|' order by t.seq), '')) from tenantry_catalog.tenants t) as tenants_digest,
            (select count(*)::int from tenantry_catalog.audit_log) as audit,
-           (select count(*)::int from pg_roles where rolname like ${ns}) as roles,
-           (select md5(coalesce(string_agg(rolname || ':' || rolcanlogin, ',' order by rolname), '')) from pg_roles where rolname like ${ns}) as roles_digest,
+           (select count(*)::int from pg_roles where rolname like ${ns} and ${notPooled}) as roles,
+           (select md5(coalesce(string_agg(rolname || ':' || rolcanlogin, ',' order by rolname), '')) from pg_roles where rolname like ${ns} and ${notPooled}) as roles_digest,
            (select count(*)::int from pg_database where datname like ${ns}) as databases`;
   const [s] = await sharedSu<{ schemas: number }[]>`select count(*)::int as schemas from pg_namespace where nspname like 't\\_%'`;
   return { ...c, ...s };
