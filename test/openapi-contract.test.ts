@@ -249,6 +249,19 @@ test('real requests through the response validator: every answer matches the ser
   let limited = 0;
   for (let i = 0; i < 4; i++) if ((await call('get', '/v1/tenant', { token: tenantKey })).status === 429) limited++;
   assert.ok(limited > 0, 'the rate limit answered 429');
+  // backups and long-running operations (202 answers; no job runner here, so they stay queued)
+  const op = await call('post', `/v1/tenants/${id}/backups`);
+  assert.equal(op.status, 202);
+  await call('get', `/v1/operations/${op.body.id}`);
+  await call('get', `/v1/tenants/${id}/backups`);
+  const noBackup = '00000000-0000-4000-8000-000000000000';
+  assert.equal((await call('get', `/v1/tenants/${id}/backups/${noBackup}`)).status, 404);
+  assert.equal((await call('get', `/v1/tenants/${id}/backups/${noBackup}/archive`)).status, 404);
+  assert.equal((await call('post', `/v1/tenants/${id}/backups/${noBackup}/restore`, { body: { confirm: true } })).status, 404);
+  assert.equal((await call('delete', `/v1/tenants/${id}/backups/${noBackup}`)).status, 404);
+  assert.equal((await call('post', `/v1/tenants/${id}/export`)).status, 202);
+  assert.equal((await call('post', `/v1/tenants/${id}/clone`, { body: { slug: `${slug}-clone` } })).status, 202);
+  assert.equal((await call('post', `/v1/tenants/${id}/move`, { body: { to: 'pooled' } })).status, 202);
   // lifecycle end
   await call('delete', `/v1/tenants/${id}`);
   await call('post', `/v1/tenants/${id}/restore`);

@@ -22,9 +22,25 @@ export interface paths {
     /** Readiness: the catalog is reachable and at this code's version */
     get: operations["getReadiness"];
   };
+  "/v1/billing/close": {
+    /** Close a billing period now (default: last month) and push its records to Stripe; idempotent */
+    post: operations["closeBillingPeriod"];
+  };
+  "/v1/billing/stripe/webhook": {
+    /** Stripe webhooks (Stripe-Signature checked): invoice.payment_failed suspends after the grace, invoice.paid re-activates */
+    post: operations["receiveStripeWebhook"];
+  };
+  "/v1/domains/tls-ask": {
+    /** Whether a TLS certificate may be issued for a domain (Caddy on-demand TLS ask): 200 verified, 404 not */
+    get: operations["askDomainCertificate"];
+  };
   "/v1/invitations/accept": {
     /** Accept an invitation (the token is the credential) */
     post: operations["acceptInvitation"];
+  };
+  "/v1/operations/{opId}": {
+    /** A long-running operation: its status, progress, result or error */
+    get: operations["getOperation"];
   };
   "/v1/plans": {
     /** The plans in force: metrics, tiers in order, features */
@@ -96,6 +112,60 @@ export interface paths {
     /** Recompute the audit hash chain */
     get: operations["verifyTenantAudit"];
   };
+  "/v1/tenants/{id}/backups": {
+    /** A tenant's backups, newest first */
+    get: operations["listTenantBackups"];
+    /** Back up a tenant (202: poll the operation) */
+    post: operations["backUpTenant"];
+  };
+  "/v1/tenants/{id}/backups/{backupId}": {
+    /** One backup: its tables, rows and bytes */
+    get: operations["getTenantBackup"];
+    /** Delete a backup (its files and its record) */
+    delete: operations["deleteTenantBackup"];
+  };
+  "/v1/tenants/{id}/backups/{backupId}/archive": {
+    /** Download a backup or export as one tar file (operator only) */
+    get: operations["downloadTenantBackup"];
+  };
+  "/v1/tenants/{id}/backups/{backupId}/restore": {
+    /** Restore a backup over its tenant, replacing its rows (confirm: true; 202: poll the operation) */
+    post: operations["restoreTenantBackup"];
+  };
+  "/v1/tenants/{id}/billing": {
+    /** The tenant's billing customer and since when it is overdue */
+    get: operations["getTenantBilling"];
+    /** Set (or with null clear) the tenant's billing customer id (Stripe cus_...) */
+    put: operations["setTenantBillingCustomer"];
+  };
+  "/v1/tenants/{id}/billing/records": {
+    /** The tenant's billing records (one per period and line) */
+    get: operations["listTenantBillingRecords"];
+  };
+  "/v1/tenants/{id}/clone": {
+    /** A new tenant with a copy of this tenant's data, in any mode (202: poll the operation) */
+    post: operations["cloneTenant"];
+  };
+  "/v1/tenants/{id}/domains": {
+    /** List a tenant's custom domains */
+    get: operations["listTenantDomains"];
+    /** Claim a custom domain (verify it next: DNS TXT or HTTP token) */
+    post: operations["createTenantDomain"];
+  };
+  "/v1/tenants/{id}/domains/{domain}": {
+    /** One custom domain and how to verify it */
+    get: operations["getTenantDomain"];
+    /** Remove a custom domain (it stops resolving at once) */
+    delete: operations["deleteTenantDomain"];
+  };
+  "/v1/tenants/{id}/domains/{domain}/verify": {
+    /** Check the domain's TXT record or HTTP token and mark it verified */
+    post: operations["verifyTenantDomain"];
+  };
+  "/v1/tenants/{id}/export": {
+    /** Export a tenant's data for a leaving customer: a backup plus JSON Lines and CSV per table (202: poll the operation) */
+    post: operations["exportTenant"];
+  };
   "/v1/tenants/{id}/features": {
     /** Feature flags and where each comes from */
     get: operations["listTenantFeatures"];
@@ -137,6 +207,10 @@ export interface paths {
     delete: operations["removeTenantMember"];
     /** Change a member's role */
     patch: operations["updateTenantMember"];
+  };
+  "/v1/tenants/{id}/move": {
+    /** Move a tenant to another isolation mode, online (202: poll the operation) */
+    post: operations["moveTenant"];
   };
   "/v1/tenants/{id}/quotas": {
     /** Effective quotas (tier or override) */
@@ -532,6 +606,112 @@ export interface operations {
       };
     };
   };
+  /** Close a billing period now (default: last month) and push its records to Stripe; idempotent */
+  closeBillingPeriod: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          period?: string;
+        } | null;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            [key: string]: unknown;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Stripe webhooks (Stripe-Signature checked): invoice.payment_failed suspends after the grace, invoice.paid re-activates */
+  receiveStripeWebhook: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            [key: string]: unknown;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      409: components["responses"]["Problem409"];
+      422: components["responses"]["Problem422"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Whether a TLS certificate may be issued for a domain (Caddy on-demand TLS ask): 200 verified, 404 not */
+  askDomainCertificate: {
+    parameters: {
+      query: {
+        domain: string;
+      };
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            ok?: boolean;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      404: components["responses"]["Problem404"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
   /** Accept an invitation (the token is the credential) */
   acceptInvitation: {
     parameters: {
@@ -573,6 +753,73 @@ export interface operations {
       409: components["responses"]["Problem409"];
       410: components["responses"]["Problem410"];
       422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** A long-running operation: its status, progress, result or error */
+  getOperation: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        opId: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            /** @description starts so far (more than one: its process died and it was retried) */
+            attempts: number;
+            /** Format: date-time */
+            createdAt: string;
+            error: {
+              code: string;
+              message: string;
+            } | null;
+            finishedAt: string | null;
+            /** @description where to poll it */
+            href: string;
+            /** Format: uuid */
+            id: string;
+            kind: "backup" | "export" | "restore" | "clone" | "move";
+            progress: {
+              done: number;
+              step: string;
+              table?: string;
+              total: number;
+            } | null;
+            result: {
+              [key: string]: unknown;
+            } | null;
+            startedAt: string | null;
+            /** @description queued, then running, then succeeded or failed */
+            status: "queued" | "running" | "succeeded" | "failed";
+            /** Format: uuid */
+            tenantId: string;
+            /** Format: date-time */
+            updatedAt: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
       429: components["responses"]["Problem429"];
       500: components["responses"]["Problem500"];
       503: components["responses"]["Problem503"];
@@ -1568,6 +1815,888 @@ export interface operations {
       503: components["responses"]["Problem503"];
     };
   };
+  /** A tenant's backups, newest first */
+  listTenantBackups: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            items: ({
+                bytes: number;
+                /** Format: date-time */
+                createdAt: string;
+                /** Format: uuid */
+                id: string;
+                isolation: "pooled" | "schema" | "database";
+                kind: "backup" | "export" | "scheduled";
+                migrationVersion: number;
+                rows: number;
+                store: string;
+                tables: {
+                    bytes: number;
+                    name: string;
+                    rows: number;
+                  }[];
+                /** Format: uuid */
+                tenantId: string;
+                tenantryVersion: string;
+              })[];
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Back up a tenant (202: poll the operation) */
+  backUpTenant: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      202: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            /** @description starts so far (more than one: its process died and it was retried) */
+            attempts: number;
+            /** Format: date-time */
+            createdAt: string;
+            error: {
+              code: string;
+              message: string;
+            } | null;
+            finishedAt: string | null;
+            /** @description where to poll it */
+            href: string;
+            /** Format: uuid */
+            id: string;
+            kind: "backup" | "export" | "restore" | "clone" | "move";
+            progress: {
+              done: number;
+              step: string;
+              table?: string;
+              total: number;
+            } | null;
+            result: {
+              [key: string]: unknown;
+            } | null;
+            startedAt: string | null;
+            /** @description queued, then running, then succeeded or failed */
+            status: "queued" | "running" | "succeeded" | "failed";
+            /** Format: uuid */
+            tenantId: string;
+            /** Format: date-time */
+            updatedAt: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** One backup: its tables, rows and bytes */
+  getTenantBackup: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+        backupId: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            bytes: number;
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: uuid */
+            id: string;
+            isolation: "pooled" | "schema" | "database";
+            kind: "backup" | "export" | "scheduled";
+            migrationVersion: number;
+            rows: number;
+            store: string;
+            tables: {
+                bytes: number;
+                name: string;
+                rows: number;
+              }[];
+            /** Format: uuid */
+            tenantId: string;
+            tenantryVersion: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Delete a backup (its files and its record) */
+  deleteTenantBackup: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+        backupId: string;
+      };
+    };
+    responses: {
+      /** @description No content */
+      204: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: never;
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Download a backup or export as one tar file (operator only) */
+  downloadTenantBackup: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+        backupId: string;
+      };
+    };
+    responses: {
+      /** @description the backup's files (compressed COPY text, the signed manifest, an export's JSON Lines and CSV) under a folder named by its id */
+      200: {
+        headers: {
+          /** @description attachment; filename="tenantry-<kind>-<tenant id>-<backup id>.tar" */
+          "Content-Disposition"?: string;
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/x-tar": string;
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Restore a backup over its tenant, replacing its rows (confirm: true; 202: poll the operation) */
+  restoreTenantBackup: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+      path: {
+        id: string;
+        backupId: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @description true: replace every row of the tenant with the backup's */
+          confirm: boolean;
+        };
+      };
+    };
+    responses: {
+      /** @description OK */
+      202: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            /** @description starts so far (more than one: its process died and it was retried) */
+            attempts: number;
+            /** Format: date-time */
+            createdAt: string;
+            error: {
+              code: string;
+              message: string;
+            } | null;
+            finishedAt: string | null;
+            /** @description where to poll it */
+            href: string;
+            /** Format: uuid */
+            id: string;
+            kind: "backup" | "export" | "restore" | "clone" | "move";
+            progress: {
+              done: number;
+              step: string;
+              table?: string;
+              total: number;
+            } | null;
+            result: {
+              [key: string]: unknown;
+            } | null;
+            startedAt: string | null;
+            /** @description queued, then running, then succeeded or failed */
+            status: "queued" | "running" | "succeeded" | "failed";
+            /** Format: uuid */
+            tenantId: string;
+            /** Format: date-time */
+            updatedAt: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** The tenant's billing customer and since when it is overdue */
+  getTenantBilling: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            customerId?: string | null;
+            overdueSince?: string | null;
+            tenantId?: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Set (or with null clear) the tenant's billing customer id (Stripe cus_...) */
+  setTenantBillingCustomer: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          customerId: string | null;
+        };
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            customerId?: string | null;
+            overdueSince?: string | null;
+            tenantId?: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** The tenant's billing records (one per period and line) */
+  listTenantBillingRecords: {
+    parameters: {
+      query?: {
+        period?: string;
+      };
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+              [key: string]: unknown;
+            }[];
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** A new tenant with a copy of this tenant's data, in any mode (202: poll the operation) */
+  cloneTenant: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          /** @description clone this backup of the tenant; default: a new backup taken now */
+          backupId?: string;
+          /** @description default: the mode the backup was taken in */
+          isolation?: "pooled" | "schema" | "database";
+          name?: string;
+          /** @description the new tenant's slug */
+          slug: string;
+          tier?: string;
+        };
+      };
+    };
+    responses: {
+      /** @description OK */
+      202: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            /** @description starts so far (more than one: its process died and it was retried) */
+            attempts: number;
+            /** Format: date-time */
+            createdAt: string;
+            error: {
+              code: string;
+              message: string;
+            } | null;
+            finishedAt: string | null;
+            /** @description where to poll it */
+            href: string;
+            /** Format: uuid */
+            id: string;
+            kind: "backup" | "export" | "restore" | "clone" | "move";
+            progress: {
+              done: number;
+              step: string;
+              table?: string;
+              total: number;
+            } | null;
+            result: {
+              [key: string]: unknown;
+            } | null;
+            startedAt: string | null;
+            /** @description queued, then running, then succeeded or failed */
+            status: "queued" | "running" | "succeeded" | "failed";
+            /** Format: uuid */
+            tenantId: string;
+            /** Format: date-time */
+            updatedAt: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** List a tenant's custom domains */
+  listTenantDomains: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": ({
+              createdAt?: string;
+              domain?: string;
+              httpUrl?: string;
+              id?: string;
+              lastCheckedAt?: string | null;
+              lastError?: string | null;
+              /** @enum {string|null} */
+              method?: "dns" | "http" | null;
+              tenantId?: string;
+              token?: string;
+              txtName?: string;
+              verified?: boolean;
+              verifiedAt?: string | null;
+            })[];
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Claim a custom domain (verify it next: DNS TXT or HTTP token) */
+  createTenantDomain: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          domain: string;
+        };
+      };
+    };
+    responses: {
+      /** @description Created */
+      201: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            createdAt?: string;
+            domain?: string;
+            httpUrl?: string;
+            id?: string;
+            lastCheckedAt?: string | null;
+            lastError?: string | null;
+            /** @enum {string|null} */
+            method?: "dns" | "http" | null;
+            tenantId?: string;
+            token?: string;
+            txtName?: string;
+            verified?: boolean;
+            verifiedAt?: string | null;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** One custom domain and how to verify it */
+  getTenantDomain: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+        domain: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            createdAt?: string;
+            domain?: string;
+            httpUrl?: string;
+            id?: string;
+            lastCheckedAt?: string | null;
+            lastError?: string | null;
+            /** @enum {string|null} */
+            method?: "dns" | "http" | null;
+            tenantId?: string;
+            token?: string;
+            txtName?: string;
+            verified?: boolean;
+            verifiedAt?: string | null;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Remove a custom domain (it stops resolving at once) */
+  deleteTenantDomain: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+        domain: string;
+      };
+    };
+    responses: {
+      /** @description No content */
+      204: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: never;
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Check the domain's TXT record or HTTP token and mark it verified */
+  verifyTenantDomain: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+      path: {
+        id: string;
+        domain: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": ({
+          /** @enum {string} */
+          method?: "dns" | "http";
+        }) | null;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            createdAt?: string;
+            domain?: string;
+            httpUrl?: string;
+            id?: string;
+            lastCheckedAt?: string | null;
+            lastError?: string | null;
+            /** @enum {string|null} */
+            method?: "dns" | "http" | null;
+            tenantId?: string;
+            token?: string;
+            txtName?: string;
+            verified?: boolean;
+            verifiedAt?: string | null;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Export a tenant's data for a leaving customer: a backup plus JSON Lines and CSV per table (202: poll the operation) */
+  exportTenant: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      202: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            /** @description starts so far (more than one: its process died and it was retried) */
+            attempts: number;
+            /** Format: date-time */
+            createdAt: string;
+            error: {
+              code: string;
+              message: string;
+            } | null;
+            finishedAt: string | null;
+            /** @description where to poll it */
+            href: string;
+            /** Format: uuid */
+            id: string;
+            kind: "backup" | "export" | "restore" | "clone" | "move";
+            progress: {
+              done: number;
+              step: string;
+              table?: string;
+              total: number;
+            } | null;
+            result: {
+              [key: string]: unknown;
+            } | null;
+            startedAt: string | null;
+            /** @description queued, then running, then succeeded or failed */
+            status: "queued" | "running" | "succeeded" | "failed";
+            /** Format: uuid */
+            tenantId: string;
+            /** Format: date-time */
+            updatedAt: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
   /** Feature flags and where each comes from */
   listTenantFeatures: {
     parameters: {
@@ -2085,6 +3214,84 @@ export interface operations {
       404: components["responses"]["Problem404"];
       409: components["responses"]["Problem409"];
       410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Move a tenant to another isolation mode, online (202: poll the operation) */
+  moveTenant: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    requestBody: {
+      content: {
+        "application/json": {
+          to: "pooled" | "schema" | "database";
+        };
+      };
+    };
+    responses: {
+      /** @description OK */
+      202: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            /** @description starts so far (more than one: its process died and it was retried) */
+            attempts: number;
+            /** Format: date-time */
+            createdAt: string;
+            error: {
+              code: string;
+              message: string;
+            } | null;
+            finishedAt: string | null;
+            /** @description where to poll it */
+            href: string;
+            /** Format: uuid */
+            id: string;
+            kind: "backup" | "export" | "restore" | "clone" | "move";
+            progress: {
+              done: number;
+              step: string;
+              table?: string;
+              total: number;
+            } | null;
+            result: {
+              [key: string]: unknown;
+            } | null;
+            startedAt: string | null;
+            /** @description queued, then running, then succeeded or failed */
+            status: "queued" | "running" | "succeeded" | "failed";
+            /** Format: uuid */
+            tenantId: string;
+            /** Format: date-time */
+            updatedAt: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
       429: components["responses"]["Problem429"];
       500: components["responses"]["Problem500"];
       503: components["responses"]["Problem503"];

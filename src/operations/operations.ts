@@ -3,6 +3,7 @@ import type { Core } from '../core.js';
 import { TenantryError, isTenantryError, isDatabaseUnavailable, translateDatabaseError } from '../errors.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
 import { addJob } from '../jobs/runner.js';
+import { repairMoves } from '../move/move.js';
 import type { TenantService } from '../tenants/tenants.js';
 import type { BackupService, BackupInfo, BackupProgress } from '../backup/backup.js';
 import { validateIsolation, type Isolation, type Tier } from '../tenants/model.js';
@@ -41,8 +42,6 @@ export type OperationInput =
   | { kind: 'clone'; clone: CloneInput }
   | { kind: 'move'; to: Isolation };
 
-/** What a move needs of the tenants service (issue #14's move, built beside this). */
-interface Mover { move(id: string, opts: AuditActor & { to: Isolation; onProgress?: (p: BackupProgress) => void }): Promise<{ moveId?: string; rows?: number; readOnlyMs?: number; from?: Isolation }> }
 
 /** Starts of one operation (its first run and retries after its process died) before it is given up. */
 export const MAX_ATTEMPTS = 3;
@@ -167,6 +166,8 @@ export class OperationService {
       }
     }
     if (op.kind === 'move') {
+      // the dead run's move is undone (before its switch) or finished (after it), as repair would
+      await repairMoves(this.core, 'operation');
       const t = await this.tenants.get(op.tenant_id);
       if (t.isolation === op.input.to) return { tenantId: t.id, isolation: t.isolation };
     }
@@ -202,11 +203,8 @@ export class OperationService {
         return { tenantId: r.tenant.id, slug: r.tenant.slug, isolation: r.tenant.isolation, backupId: from, rows: r.rows, from: op.tenant_id };
       }
       case 'move': {
-        const mover = this.tenants as unknown as Partial<Mover>;
-        if (typeof mover.move !== 'function') throw new TenantryError('INVALID_INPUT', 'Moving a tenant between isolation modes is not available in this version.');
-        const r = await mover.move(op.tenant_id, { ...who, to: validateIsolation(op.input.to), onProgress });
-        const t = await this.tenants.get(op.tenant_id);
-        return { tenantId: t.id, isolation: t.isolation, ...(r.from ? { from: r.from } : {}), ...(r.moveId ? { moveId: r.moveId } : {}), ...(r.rows !== undefined ? { rows: r.rows } : {}), ...(r.readOnlyMs !== undefined ? { readOnlyMs: r.readOnlyMs } : {}) };
+        const r = await this.tenants.move(op.tenant_id, { ...who, to: validateIsolation(op.input.to), onProgress });
+        return { tenantId: r.tenant.id, isolation: r.tenant.isolation, from: r.from, moveId: r.moveId, rows: r.rows, readOnlyMs: r.readOnlyMs };
       }
     }
   }

@@ -24,6 +24,7 @@ import { featureRoutes } from './routes/features.js';
 import { auditRoutes } from './routes/audit.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { tenantSelfRoutes } from './routes/tenant-self.js';
+import { backupRoutes } from './routes/backups.js';
 import { domainRoutes } from './routes/domains.js';
 import { billingRoutes } from './routes/billing.js';
 
@@ -247,6 +248,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await app.register(auditRoutes, routeDeps);
   await app.register(webhookRoutes, routeDeps);
   await app.register(tenantSelfRoutes, routeDeps);
+  await app.register(backupRoutes, routeDeps);
   await app.register(domainRoutes, routeDeps);
   await app.register(billingRoutes, routeDeps);
 
