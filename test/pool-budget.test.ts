@@ -184,6 +184,43 @@ test('a tenant stalling every connection of its own pool does not stall other te
   }
 });
 
+test('a pool is replaced after its share of transactions (bounded relation caches), without cutting a transaction still running on it', async () => {
+  // size 2, two transactions per connection: the pool retires after its 4th transaction
+  const budget = new PoolBudget(3, 60_000, silentLogger, 5_000, 2);
+  const pid = (sql: Sql): Promise<number> => sql<{ pid: number }[]>`select pg_backend_pid() as pid`.then((r) => r[0]!.pid);
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  try {
+    const longPids: number[] = [];
+    const long = budget.use('rc', 2, poolFor('rc', 2), async (sql) => {
+      longPids.push(await pid(sql));
+      await held;
+      // still works after its pool was retired under it
+      longPids.push(await pid(sql));
+    });
+    await eventually(async () => longPids.length === 1);
+    const before: number[] = [];
+    for (let i = 0; i < 4; i++) before.push(await budget.use('rc', 2, poolFor('rc', 2), pid));
+    assert.equal(budget.stats().recycled, 1, 'the pool retired after 4 transactions');
+    const after = await budget.use('rc', 2, poolFor('rc', 2), pid);
+    const old = new Set([...before, longPids[0]!]);
+    assert.ok(!old.has(after), 'the next transaction ran on a new connection');
+    const s = budget.stats();
+    assert.ok(s.reserved + s.closing <= 3, 'the retiring pool still counts against the budget');
+    release();
+    await long;
+    assert.equal(longPids[0], longPids[1], 'the running transaction kept its connection to the end');
+    // once its last lease ended, the old pool's connections are gone
+    assert.ok(await eventually(async () => {
+      const rows = await su<{ pid: number }[]>`select pid from pg_stat_activity where application_name = ${appPrefix + '-rc'}`;
+      return rows.every((r) => !old.has(r.pid));
+    }), 'the retired pool was closed');
+  } finally {
+    release();
+    await budget.end();
+  }
+});
+
 test('Tenantry: database tenants whose transactions stall hold the whole budget; another tenant fails with CONNECTION_BUDGET_EXHAUSTED at poolWaitMs, then runs once they end', async () => {
   const inst = await freshInstallation({ maxConnections: 2, poolSize: 1, poolWaitMs: 500, schemaPoolSize: 0 });
   let release!: () => void;
