@@ -1,5 +1,6 @@
-// Applies patches/ (postgres.js 3.4.9, issue #1154: a write after the socket closed threw from a timer
-// and ended the process) with patch-package where this package's own node_modules holds postgres: a
+// Applies patches/ (postgres.js 3.4.9: issue #1154, a write after the socket closed threw from a timer
+// and ended the process; and no Describe round trip when every parameter's type is known, which keeps a
+// tenant transaction to one round trip) with patch-package where this package's own node_modules holds postgres: a
 // clone of the repository, or an install that did not hoist it. Installed as a dependency of an app,
 // npm hoists postgres beside Tenantry, out of patch-package's reach from here: the install goes on,
 // and the server's last-resort handler still keeps `tenantry serve` alive.
