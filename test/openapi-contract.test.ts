@@ -262,6 +262,20 @@ test('real requests through the response validator: every answer matches the ser
   assert.equal((await call('post', `/v1/tenants/${id}/export`)).status, 202);
   assert.equal((await call('post', `/v1/tenants/${id}/clone`, { body: { slug: `${slug}-clone` } })).status, 202);
   assert.equal((await call('post', `/v1/tenants/${id}/move`, { body: { to: 'pooled' } })).status, 202);
+  // custom domains and billing (issue #15); .test names never resolve, so verification fails with 422
+  const domain = `${slug}.example.test`;
+  assert.equal((await call('post', `/v1/tenants/${id}/domains`, { body: { domain } })).status, 201);
+  assert.equal((await call('post', `/v1/tenants/${id}/domains`, { body: { domain: '127.0.0.1' } })).status, 400);
+  await call('get', `/v1/tenants/${id}/domains`);
+  await call('get', `/v1/tenants/${id}/domains/${domain}`);
+  assert.equal((await call('post', `/v1/tenants/${id}/domains/${domain}/verify`, { body: { method: 'dns' } })).status, 422);
+  assert.equal((await call('get', `/v1/domains/tls-ask?domain=${domain}`, { token: null })).status, 404);
+  assert.equal((await call('delete', `/v1/tenants/${id}/domains/${domain}`)).status, 204);
+  await call('put', `/v1/tenants/${id}/billing`, { body: { customerId: `cus_${slug.replace(/-/g, '_')}` } });
+  await call('get', `/v1/tenants/${id}/billing`);
+  await call('get', `/v1/tenants/${id}/billing/records`);
+  assert.equal((await call('post', '/v1/billing/close', { body: { period: '2020-01' } })).status, 200);
+  assert.equal((await call('post', '/v1/billing/stripe/webhook', { token: null, body: { id: 'evt_contract' }, headers: { 'stripe-signature': 't=1,v1=00' } })).status, 503, 'no STRIPE_WEBHOOK_SECRET here');
   // lifecycle end
   await call('delete', `/v1/tenants/${id}`);
   await call('post', `/v1/tenants/${id}/restore`);

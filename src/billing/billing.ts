@@ -72,6 +72,7 @@ export function billingPeriod(period: string | undefined, now: Date): { start: D
 
 export interface ClosePeriodReport {
   period: string;
+  /** tenants recorded by this run (a tenant already recorded for the period is not counted again) */
   tenants: number;
   /** records this run created (a second run of the same period creates none) */
   created: number;
@@ -152,9 +153,14 @@ export class BillingService {
     const now = this.core.opts.clock();
     const p = billingPeriod(opts.period, now);
     if (p.end.getTime() > now.getTime()) throw new TenantryError('INVALID_INPUT', `The period ${p.name} has not ended yet; it can be closed from ${p.end.toISOString()}.`);
+    // tenants whose period is recorded already are skipped (a tenant's lines are recorded in one
+    // transaction, so any line means all of them): the hourly schedule costs a query, not a bill
     const customers = await this.core.admin<{ tenant_id: string; customer_id: string; tier: string }[]>`
       select c.tenant_id, c.customer_id, t.tier from tenantry_catalog.billing_customers c
-      join tenantry_catalog.tenants t on t.id = c.tenant_id where t.status <> 'provisioning' order by t.seq`;
+      join tenantry_catalog.tenants t on t.id = c.tenant_id
+      where t.status <> 'provisioning'
+        and not exists (select 1 from tenantry_catalog.billing_records r where r.tenant_id = c.tenant_id and r.period_start = ${p.start})
+      order by t.seq`;
     let created = 0;
     let tenants = 0;
     for (const c of customers) {

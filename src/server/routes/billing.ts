@@ -8,6 +8,7 @@ const BillingSchema = { type: 'object', properties: { tenantId: { type: 'string'
 const PeriodQuery = { type: 'object', additionalProperties: false, properties: { period: { type: 'string', pattern: '^\\d{4}-(0[1-9]|1[0-2])$' } } } as const;
 const CloseBody = { type: ['object', 'null'], additionalProperties: false, properties: { period: { type: 'string', pattern: '^\\d{4}-(0[1-9]|1[0-2])$' } } } as const;
 const RecordSchema = { type: 'object', additionalProperties: true } as const;
+const WebhookHeaders = { type: 'object', properties: { 'stripe-signature': { type: 'string', maxLength: 4096, description: 'Stripe\'s signature of the raw body (t=...,v1=...)' } } } as const;
 
 /**
  * Billing: a tenant's billing customer (operator only: who pays is not the tenant's to change), its
@@ -42,7 +43,7 @@ export async function billingRoutes(app: FastifyInstance, deps: RouteDeps): Prom
   await app.register(async (raw) => {
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_WEBHOOK_BYTES }, (_req, body, done) => { done(null, body); });
-    raw.post('/v1/billing/stripe/webhook', { config: { publicRoute: true }, schema: { tags: ['billing'], summary: 'Stripe webhooks (Stripe-Signature checked): invoice.payment_failed suspends after the grace, invoice.paid re-activates', response: { 200: { type: 'object', additionalProperties: true }, 400: { $ref: 'Problem#' }, 503: { $ref: 'Problem#' } } } }, async (req) => {
+    raw.post('/v1/billing/stripe/webhook', { config: { publicRoute: true }, schema: { tags: ['billing'], summary: 'Stripe webhooks (Stripe-Signature checked): invoice.payment_failed suspends after the grace, invoice.paid re-activates', headers: WebhookHeaders, response: { 200: { type: 'object', additionalProperties: true }, 400: { $ref: 'Problem#' }, 503: { $ref: 'Problem#' } } } }, async (req) => {
       const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
       const sig = req.headers['stripe-signature'];
       return tenantry.billing.handleStripeWebhook(body, typeof sig === 'string' ? sig : undefined);
