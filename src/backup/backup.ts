@@ -277,6 +277,8 @@ export class BackupService {
    */
   async clone(backupId: string, input: AuditActor & { slug: string; name?: string; isolation?: Isolation; tier?: Tier; onProgress?: ProgressFn; onCreated?: (tenantId: string) => Promise<void> }): Promise<{ tenant: Tenant; rows: number }> {
     const verified = await this.verify(backupId);
+    // refused before a tenant is made for it
+    this.assertNotTooNew(verified.manifest);
     const isolation = input.isolation === undefined ? verified.manifest.tenant.isolation : validateIsolation(input.isolation);
     const created = await this.tenants.create({ slug: input.slug, name: input.name, isolation, tier: input.tier }, { actor: input.actor, requestId: input.requestId });
     try {
@@ -299,15 +301,24 @@ export class BackupService {
   }
 
   /**
+   * A backup from an older tenant migration version restores into today's tables (a column added
+   * since takes its default; one dropped since is left out); one from a newer version than this
+   * installation knows is refused: its rows may need columns that do not exist here.
+   */
+  private assertNotTooNew(manifest: BackupManifest): void {
+    const latest = latestVersion(this.core);
+    if (manifest.migrationVersion > latest) {
+      throw new TenantryError('BACKUP_TOO_NEW', `Backup ${manifest.id} was taken at tenant migration ${manifest.migrationVersion}; this installation has migrations up to ${latest}. Upgrade first.`);
+    }
+  }
+
+  /**
    * Writes a verified backup into a tenant, all in one transaction of its database: either every row
    * is there, counted, with its sequences continued, or nothing changed (a crash included).
    */
   private async apply(t: Tenant, verified: { manifest: BackupManifest; data: Map<string, Buffer> }, replace: boolean, onProgress?: ProgressFn): Promise<number> {
     const { manifest, data } = verified;
-    const latest = latestVersion(this.core);
-    if (manifest.migrationVersion > latest) {
-      throw new TenantryError('BACKUP_TOO_NEW', `Backup ${manifest.id} was taken at tenant migration ${manifest.migrationVersion}; this installation has migrations up to ${latest}. Upgrade first.`);
-    }
+    this.assertNotTooNew(manifest);
     const p = placementOfTenant(t);
     const strategy = STRATEGIES[t.isolation];
     return strategy.openTransaction(this.core, p, async (tx, walls) => {
