@@ -51,6 +51,7 @@ import { WebhookService } from './webhooks/webhooks.js';
 import { BackupService } from './backup/backup.js';
 import { MoveService } from './move/move.js';
 import { isMovingRefusal } from './move/change-log.js';
+import { moveOnTierChange } from './move/tier-moves.js';
 import { LocalBackupStore, lazyStore } from './backup/store.js';
 import { DomainService } from './domains/domains.js';
 import { BillingService } from './billing/billing.js';
@@ -157,6 +158,8 @@ export class Tenantry {
         ? lazyStore('s3', async () => new (await import('./backup/s3-store.js')).S3BackupStore(core.opts.backupS3!))
         : new LocalBackupStore(core.opts.backupDir)));
     this.operations = checkingInputs(new OperationService(core, this.tenants, this.backups));
+    // a tier whose plan grants dedicated_database moves its tenants there (an operation, in the tier change's transaction)
+    this.tenants.attachTierChange((tx, tenant, tier) => moveOnTierChange(core, this.operations, tx, tenant, tier));
     this.domains = checkingInputs(new DomainService(core, this.tenants));
     this.billing = checkingInputs(new BillingService(core, this.tenants));
     this.jobs = new JobRunner(core, { domains: this.domains, billing: this.billing, quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks, backups: this.backups, operations: this.operations });

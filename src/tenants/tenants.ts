@@ -52,6 +52,15 @@ export class TenantService {
   }
 
   private mover: MoveService | undefined;
+  private tierChanged: ((tx: TransactionSql, tenant: Tenant, tier: Tier) => Promise<void>) | undefined;
+
+  /**
+   * Wired by Tenantry: runs in the transaction of a tier change (a tier whose plan gives a database of
+   * its own enqueues the tenant's move there, committed with the change or not at all).
+   */
+  attachTierChange(fn: (tx: TransactionSql, tenant: Tenant, tier: Tier) => Promise<void>): void {
+    this.tierChanged = fn;
+  }
 
   /** Wired by Tenantry: moves between isolation modes (src/move/move.ts). */
   attachMover(mover: MoveService): void {
@@ -175,6 +184,7 @@ export class TenantService {
       if (name !== undefined && name !== before.name) changes.name = { from: before.name, to: name };
       if (tier !== undefined && tier !== before.tier) changes.tier = { from: before.tier, to: tier };
       if (metadata !== undefined) changes.metadata = { from: before.metadata, to: metadata };
+      if (changes.tier) await this.tierChanged?.(tx as TransactionSql, before, tier!);
       if (changes.tier) {
         // a downgrade deletes nothing: usage now above the new tier's limits is named, and its debits refused
         const over = await overLimitTenants(tx, before.id);
