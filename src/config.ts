@@ -87,6 +87,35 @@ export interface TenantryOptions {
   keyPepper?: string;
   /** Redis for the rate limiter. Default: env REDIS_URL; unset: the PostgreSQL store. */
   redisUrl?: string;
+  /**
+   * Key-encryption key of tenantry.crypto (envelope encryption per tenant): 32 random bytes as base64 or
+   * hex. Default: env TENANTRY_MASTER_KEY; unset (and no Vault): encrypt/decrypt refuse with
+   * ENCRYPTION_NOT_CONFIGURED. Hard delete shreds tenants' wrapped keys either way.
+   */
+  masterKey?: string;
+  /** Older master keys that still unwrap until `tenantry keys rotate-master` has re-wrapped every data key. Default: env TENANTRY_MASTER_KEY_PREVIOUS (comma-separated). */
+  previousMasterKeys?: string[];
+  /** `local` (masterKey) or `vault` (Vault transit). Default: env TENANTRY_KMS; unset: vault when vault settings are given, else local. */
+  kms?: 'local' | 'vault';
+  /** Vault transit as the KMS. Default: env TENANTRY_VAULT_ADDR, TENANTRY_VAULT_TOKEN, TENANTRY_VAULT_TRANSIT_KEY, TENANTRY_VAULT_TRANSIT_MOUNT (transit), TENANTRY_VAULT_NAMESPACE. */
+  vault?: { address: string; token: string; key: string; mount?: string; namespace?: string; timeoutMs?: number };
+  /** Milliseconds an unwrapped data key stays in memory (0: never cached). Default: env TENANTRY_DATA_KEY_CACHE_TTL_MS or 60000. */
+  dataKeyCacheTtlMs?: number;
+  /** Unwrapped data keys kept in memory at most (oldest evicted and zeroed). Default: env TENANTRY_DATA_KEY_CACHE_MAX or 1000. */
+  dataKeyCacheMax?: number;
+  /**
+   * tenantry.cache(tenant) connects as a Redis ACL user of that tenant (`t-<id>`, keys `t:<id>:*` only),
+   * created on first use; needs a REDIS_URL user allowed ACL SETUSER. Default: env TENANTRY_CACHE_ACL_USERS=true, else false.
+   */
+  cacheAclUsers?: boolean;
+  /**
+   * Tenant-scoped object storage (tenantry.objects(tenant)) in an S3-compatible bucket, keys under
+   * `<prefix>/tenants/<id>/`. Default: env TENANTRY_OBJECT_STORE_BUCKET, TENANTRY_OBJECT_STORE_PREFIX,
+   * TENANTRY_OBJECT_STORE_ENDPOINT, TENANTRY_OBJECT_STORE_REGION; credentials from the AWS SDK's chain.
+   */
+  objectStore?: { bucket: string; prefix?: string; endpoint?: string; region?: string };
+  /** Largest object one put takes, bytes. Default: env TENANTRY_OBJECT_MAX_BYTES or 104857600 (100 MiB). */
+  objectMaxBytes?: number;
   /** Seconds between storage measurements of every tenant; 0 turns the schedule off. Default 3600. */
   storageRefreshSeconds?: number;
   /** Statement timeout of the tenant SQL endpoint, ms. Default: env TENANTRY_SQL_TIMEOUT_MS or 5000. */
@@ -190,6 +219,13 @@ export interface ResolvedOptions {
   authFailuresPerKey: number;
   keyPepper: string | undefined;
   redisUrl: string | undefined;
+  /** the KMS of tenantry.crypto (its key material is not enumerable: never logged with the options) */
+  kms: KmsSettings;
+  dataKeyCacheTtlMs: number;
+  dataKeyCacheMax: number;
+  cacheAclUsers: boolean;
+  objectStore: { bucket: string; prefix: string; endpoint?: string; region?: string } | undefined;
+  objectMaxBytes: number;
   storageRefreshSeconds: number;
   sqlTimeoutMs: number;
   sqlMaxRows: number;
@@ -338,6 +374,22 @@ export function envOptions(env: NodeJS.ProcessEnv = configuredEnv()): TenantryOp
   if (env.TENANTRY_AUTH_FAILURES_PER_KEY) out.authFailuresPerKey = intFromEnv('TENANTRY_AUTH_FAILURES_PER_KEY', env.TENANTRY_AUTH_FAILURES_PER_KEY);
   if (env.TENANTRY_KEY_PEPPER) out.keyPepper = env.TENANTRY_KEY_PEPPER;
   if (env.REDIS_URL) out.redisUrl = env.REDIS_URL;
+  if (env.TENANTRY_MASTER_KEY) out.masterKey = env.TENANTRY_MASTER_KEY;
+  if (env.TENANTRY_MASTER_KEY_PREVIOUS) out.previousMasterKeys = env.TENANTRY_MASTER_KEY_PREVIOUS.split(',').map((s) => s.trim()).filter(Boolean);
+  if (env.TENANTRY_KMS) out.kms = env.TENANTRY_KMS as TenantryOptions['kms'];
+  if (env.TENANTRY_VAULT_ADDR || env.TENANTRY_VAULT_TOKEN || env.TENANTRY_VAULT_TRANSIT_KEY) {
+    out.vault = {
+      address: env.TENANTRY_VAULT_ADDR ?? '', token: env.TENANTRY_VAULT_TOKEN ?? '', key: env.TENANTRY_VAULT_TRANSIT_KEY ?? '',
+      mount: env.TENANTRY_VAULT_TRANSIT_MOUNT, namespace: env.TENANTRY_VAULT_NAMESPACE,
+    };
+  }
+  if (env.TENANTRY_DATA_KEY_CACHE_TTL_MS) out.dataKeyCacheTtlMs = intFromEnv('TENANTRY_DATA_KEY_CACHE_TTL_MS', env.TENANTRY_DATA_KEY_CACHE_TTL_MS);
+  if (env.TENANTRY_DATA_KEY_CACHE_MAX) out.dataKeyCacheMax = intFromEnv('TENANTRY_DATA_KEY_CACHE_MAX', env.TENANTRY_DATA_KEY_CACHE_MAX);
+  if (env.TENANTRY_CACHE_ACL_USERS) out.cacheAclUsers = env.TENANTRY_CACHE_ACL_USERS === 'true';
+  if (env.TENANTRY_OBJECT_STORE_BUCKET) {
+    out.objectStore = { bucket: env.TENANTRY_OBJECT_STORE_BUCKET, prefix: env.TENANTRY_OBJECT_STORE_PREFIX, endpoint: env.TENANTRY_OBJECT_STORE_ENDPOINT, region: env.TENANTRY_OBJECT_STORE_REGION };
+  }
+  if (env.TENANTRY_OBJECT_MAX_BYTES) out.objectMaxBytes = intFromEnv('TENANTRY_OBJECT_MAX_BYTES', env.TENANTRY_OBJECT_MAX_BYTES);
   if (env.TENANTRY_SCHEMA_POOL_SIZE) out.schemaPoolSize = intFromEnv('TENANTRY_SCHEMA_POOL_SIZE', env.TENANTRY_SCHEMA_POOL_SIZE);
   if (env.TENANTRY_ROLE_POOL_SIZE) out.rolePoolSize = intFromEnv('TENANTRY_ROLE_POOL_SIZE', env.TENANTRY_ROLE_POOL_SIZE);
   if (env.TENANTRY_SQL_TIMEOUT_MS) out.sqlTimeoutMs = intFromEnv('TENANTRY_SQL_TIMEOUT_MS', env.TENANTRY_SQL_TIMEOUT_MS);
@@ -443,6 +495,12 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     authFailuresPerKey: positiveInt('authFailuresPerKey (TENANTRY_AUTH_FAILURES_PER_KEY)', merged.authFailuresPerKey ?? 10, 1, 1_000_000),
     keyPepper: merged.keyPepper,
     redisUrl: merged.redisUrl,
+    kms: kmsSettings(merged),
+    dataKeyCacheTtlMs: positiveInt('dataKeyCacheTtlMs (TENANTRY_DATA_KEY_CACHE_TTL_MS)', merged.dataKeyCacheTtlMs ?? 60_000, 0, 3_600_000),
+    dataKeyCacheMax: positiveInt('dataKeyCacheMax (TENANTRY_DATA_KEY_CACHE_MAX)', merged.dataKeyCacheMax ?? 1000, 0, 1_000_000),
+    cacheAclUsers: merged.cacheAclUsers === true,
+    objectStore: objectStoreOption(merged.objectStore),
+    objectMaxBytes: positiveInt('objectMaxBytes (TENANTRY_OBJECT_MAX_BYTES)', merged.objectMaxBytes ?? 104_857_600, 1, 5 * 1024 ** 3),
     schemaPoolSize: positiveInt('schemaPoolSize (TENANTRY_SCHEMA_POOL_SIZE)', merged.schemaPoolSize ?? 4, 0, 1000),
     rolePoolSize: positiveInt('rolePoolSize (TENANTRY_ROLE_POOL_SIZE)', merged.rolePoolSize ?? 8, 0, 1000),
     sqlTimeoutMs: positiveInt('sqlTimeoutMs (TENANTRY_SQL_TIMEOUT_MS)', merged.sqlTimeoutMs ?? 5000, 1, 3_600_000),
@@ -509,4 +567,59 @@ function stripeBaseOption(v: unknown): URL {
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** What tenantry.crypto wraps data keys with; key material and tokens are non-enumerable properties. */
+export type KmsSettings =
+  | { kind: 'none' }
+  | { kind: 'local'; masterKey: Buffer; previous: Buffer[] }
+  | { kind: 'vault'; vault: { address: string; token: string; key: string; mount?: string; namespace?: string; timeoutMs?: number } };
+
+function hidden<T extends object>(o: T, secrets: Record<string, unknown>): T {
+  for (const [k, v] of Object.entries(secrets)) Object.defineProperty(o, k, { value: v, enumerable: false });
+  return o;
+}
+
+function kmsSettings(merged: TenantryOptions): KmsSettings {
+  const kind = merged.kms ?? (merged.vault ? 'vault' : 'local');
+  if (kind !== 'local' && kind !== 'vault') throw new TenantryError('INVALID_CONFIG', `kms (TENANTRY_KMS) must be local or vault, got ${JSON.stringify(kind)}.`);
+  if (kind === 'vault') {
+    const v = merged.vault;
+    if (!v || !v.address || !v.token || !v.key) {
+      throw new TenantryError('INVALID_CONFIG', 'TENANTRY_KMS=vault needs TENANTRY_VAULT_ADDR, TENANTRY_VAULT_TOKEN and TENANTRY_VAULT_TRANSIT_KEY.');
+    }
+    const { token, ...rest } = v;
+    return { kind: 'vault', vault: hidden({ ...rest, token: '' }, { token }) };
+  }
+  if (merged.masterKey === undefined) {
+    if (merged.previousMasterKeys?.length) throw new TenantryError('INVALID_CONFIG', 'TENANTRY_MASTER_KEY_PREVIOUS is set without TENANTRY_MASTER_KEY: set the new master key too.');
+    return { kind: 'none' };
+  }
+  const masterKey = parseKey(merged.masterKey, 'TENANTRY_MASTER_KEY (masterKey)');
+  const previous = (merged.previousMasterKeys ?? []).map((k, i) => parseKey(k, `TENANTRY_MASTER_KEY_PREVIOUS (entry ${i + 1})`));
+  return hidden({ kind: 'local' } as { kind: 'local'; masterKey: Buffer; previous: Buffer[] }, { masterKey, previous });
+}
+
+/** 32 bytes as base64 (44 characters) or hex (64); anything else is INVALID_CONFIG. */
+function parseKey(value: unknown, name: string): Buffer {
+  const v = typeof value === 'string' ? value.trim() : '';
+  let key: Buffer | undefined;
+  if (/^[0-9a-fA-F]{64}$/.test(v)) key = Buffer.from(v, 'hex');
+  else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(v)) key = Buffer.from(v.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  if (!key || key.length !== 32) {
+    throw new TenantryError('INVALID_CONFIG', `${name} must be 32 random bytes written as base64 (44 characters) or hex (64 characters); got ${typeof value === 'string' ? `${v.length} characters that are neither` : typeof value}. Make one with \`openssl rand -base64 32\`.`);
+  }
+  return key;
+}
+
+function objectStoreOption(o: TenantryOptions['objectStore']): ResolvedOptions['objectStore'] {
+  if (o === undefined) return undefined;
+  if (!o || typeof o.bucket !== 'string' || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(o.bucket)) {
+    throw new TenantryError('INVALID_CONFIG', `objectStore.bucket (TENANTRY_OBJECT_STORE_BUCKET) must be an S3 bucket name (3-63 of [a-z0-9.-]), got ${JSON.stringify(o?.bucket)}.`);
+  }
+  const prefix = (o.prefix ?? '').replace(/^\/+|\/+$/g, '');
+  if (prefix && (!/^[A-Za-z0-9!_.*'()/-]{1,200}$/.test(prefix) || prefix.split('/').some((p) => p === '' || p === '.' || p === '..'))) {
+    throw new TenantryError('INVALID_CONFIG', `objectStore.prefix (TENANTRY_OBJECT_STORE_PREFIX) must be path segments of [A-Za-z0-9!_.*'()-], got ${JSON.stringify(o.prefix)}.`);
+  }
+  return { bucket: o.bucket, prefix, ...(o.endpoint ? { endpoint: o.endpoint } : {}), ...(o.region ? { region: o.region } : {}) };
 }

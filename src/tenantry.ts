@@ -51,8 +51,13 @@ import { WebhookService } from './webhooks/webhooks.js';
 import { BackupService } from './backup/backup.js';
 import { MoveService } from './move/move.js';
 import { isMovingRefusal } from './move/change-log.js';
-import { moveOnTierChange } from './move/tier-moves.js';
 import { LocalBackupStore, lazyStore } from './backup/store.js';
+import { TenantCrypto } from './crypto/tenant-crypto.js';
+import { LocalKms, type Kms } from './crypto/kms.js';
+import { VaultTransitKms } from './crypto/vault-transit.js';
+import { TenantCacheService, type ScopedCache } from './cache/tenant-cache.js';
+import { ObjectStorageService, type ScopedObjects } from './objects/object-storage.js';
+import { runExternalPurges, pendingExternalPurges } from './lifecycle/external-purges.js';
 import { DomainService } from './domains/domains.js';
 import { BillingService } from './billing/billing.js';
 
@@ -108,6 +113,10 @@ export class Tenantry {
   readonly operations: OperationService;
   /** the job runner (graphile-worker): `serve` and `tenantry worker` start it */
   readonly jobs: JobRunner;
+  /** envelope encryption per tenant (AES-256-GCM data keys wrapped by the KMS), rotation, crypto-shredding */
+  readonly crypto: TenantCrypto;
+  private readonly cacheService: TenantCacheService;
+  private readonly objectService: ObjectStorageService;
   private closed = false;
   private readonly rateLimits = new Map<string, { limit: number; at: number }>();
   private unlisten: (() => Promise<void>) | undefined;
@@ -158,11 +167,13 @@ export class Tenantry {
         ? lazyStore('s3', async () => new (await import('./backup/s3-store.js')).S3BackupStore(core.opts.backupS3!))
         : new LocalBackupStore(core.opts.backupDir)));
     this.operations = checkingInputs(new OperationService(core, this.tenants, this.backups));
-    // a tier whose plan grants dedicated_database moves its tenants there (an operation, in the tier change's transaction)
-    this.tenants.attachTierChange((tx, tenant, tier) => moveOnTierChange(core, this.operations, tx, tenant, tier));
     this.domains = checkingInputs(new DomainService(core, this.tenants));
     this.billing = checkingInputs(new BillingService(core, this.tenants));
-    this.jobs = new JobRunner(core, { domains: this.domains, billing: this.billing, quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks, backups: this.backups, operations: this.operations });
+    this.crypto = checkingInputs(new TenantCrypto(core, this.tenants, kmsOf(core)));
+    this.cacheService = new TenantCacheService(core, this.tenants);
+    this.objectService = new ObjectStorageService(core, this.tenants);
+    this.tenants.attachHardDeleteHook((tenantId) => this.purgeExternal(tenantId));
+    this.jobs = new JobRunner(core, { domains: this.domains, billing: this.billing, quotas: this.quotas, keys: this.keys, idempotency: this.idempotency, lifecycle: this.lifecycle, retention: this.retention, webhooks: this.webhooks, backups: this.backups, operations: this.operations, purgeExternal: () => this.purgeExternal() });
     // provisionings whose rollback could not finish, and rows abandoned by processes that died: a
     // timer with a lock until this process runs the job runner (startJobs), whose schedule then sweeps
     startHealer(core);
@@ -203,6 +214,47 @@ export class Tenantry {
     const decision = await this.rateLimiter.consume(`tenant:${t.id}`, { limit, periodMs: 60_000, burst: limit }, cost);
     if (!decision.allowed) this.core.events.emit('rateLimited', { tenantId: t.id });
     return decision;
+  }
+
+  /**
+   * A tenant's cache in Redis (REDIS_URL): get/set/del/incr/expire/purge, every key confined to
+   * `t:{<tenant id>}:` (and, with cacheAclUsers, sent over the tenant's own Redis ACL user).
+   */
+  cache(idOrSlug: string): ScopedCache {
+    this.assertOpen();
+    return checkingInputs(this.cacheService.for(idOrSlug));
+  }
+
+  /** The Redis login of a tenant's ACL user (cacheAclUsers): for a process that should reach only that tenant's keys. */
+  cacheCredentials(idOrSlug: string): Promise<{ username: string; password: string; keyPattern: string }> {
+    this.assertOpen();
+    return this.cacheService.aclCredentials(idOrSlug);
+  }
+
+  /** A tenant's objects in the S3-compatible bucket (objectStore), every key under `tenants/<id>/`. */
+  objects(idOrSlug: string): ScopedObjects {
+    this.assertOpen();
+    return checkingInputs(this.objectService.for(idOrSlug));
+  }
+
+  /**
+   * Runs what hard deletes still owe outside PostgreSQL (a tenant's Redis keys and ACL user, its
+   * objects): hard delete tries at once, the job runner's `tenants.purge_external` retries.
+   */
+  async purgeExternal(tenantId?: string): Promise<{ done: number; failed: number }> {
+    this.assertOpen();
+    const purgers = {
+      ...(this.core.opts.redisUrl ? { cache: (id: string) => this.cacheService.purgeTenant(id) } : {}),
+      ...(this.core.opts.redisUrl && this.core.opts.cacheAclUsers ? { cache_acl: (id: string) => this.cacheService.removeAclUser(id) } : {}),
+      ...(this.core.opts.objectStore ? { objects: (id: string) => this.objectService.purgeTenant(id) } : {}),
+    };
+    return runExternalPurges(this.core, purgers, tenantId);
+  }
+
+  /** Purges hard deletes still owe outside PostgreSQL, with their attempts and last error. */
+  pendingPurges(): ReturnType<typeof pendingExternalPurges> {
+    this.assertOpen();
+    return pendingExternalPurges(this.core);
   }
 
   /** Recomputes a tenant's audit hash chain and names the first broken entry, if any. */
@@ -578,6 +630,9 @@ export class Tenantry {
     this.quotas.stop();
     await this.keys.stop();
     await this.rateLimiter.close();
+    await this.crypto.close();
+    await this.cacheService.close();
+    this.objectService.close();
     await this.unlisten?.().catch(() => undefined);
     await this.core.pools.end();
     await Promise.all([this.core.sharedAdmin.end({ timeout: 5 }), this.core.admin.end({ timeout: 5 })]);
@@ -588,6 +643,14 @@ export class Tenantry {
   private assertOpen(): void {
     if (this.closed) throw new TenantryError('CLOSED', 'This Tenantry instance has been closed; open a new one.');
   }
+}
+
+/** The KMS the options name: Vault transit, the local master key, or none (encryption then refuses). */
+function kmsOf(core: Core): Kms | undefined {
+  const k = core.opts.kms;
+  if (k.kind === 'vault') return new VaultTransitKms(k.vault);
+  if (k.kind === 'local') return new LocalKms(k.masterKey, k.previous);
+  return undefined;
 }
 
 /** The embedded server keeps the catalog in its own database rather than in `postgres`. */

@@ -34,5 +34,7 @@ export interface JobContext {
   billing: BillingService;
   /** the HTTP API's long-running operations */
   operations: OperationService;
+  /** runs the purges hard deletes still owe outside PostgreSQL (cache keys, Redis ACL users, objects) */
+  purgeExternal?: () => Promise<{ done: number; failed: number }>;
   addJob(task: string, payload: Record<string, unknown>, opts?: AddJobOptions): Promise<void>;
 }

@@ -16,6 +16,7 @@ import { usageRollup } from './usage-rollup.js';
 import { retentionPurge, retentionTenant } from './retention-purge.js';
 import { webhooksDrain, webhooksSweep } from './webhooks.js';
 import { scheduledBackups } from './scheduled-backups.js';
+import { purgeExternal } from './purge-external.js';
 import { domainsReverify } from './domains.js';
 import { billingClose, billingOverdue } from './billing.js';
 import { operationsRun } from './operations.js';
@@ -36,6 +37,7 @@ const JOBS: Record<ScheduledTask | 'retention.tenant' | 'webhooks.drain' | 'oper
   'retention.purge': retentionPurge,
   'webhooks.sweep': webhooksSweep,
   'backups.scheduled': scheduledBackups,
+  'tenants.purge_external': purgeExternal,
   'domains.reverify': domainsReverify,
   'billing.close': billingClose as JobFn,
   'billing.overdue': billingOverdue as JobFn,

@@ -25,6 +25,8 @@ export const SCHEDULED_TASKS = {
   'webhooks.sweep': () => 60,
   /** tenants due a backup by their tier's policy, and retention of old scheduled backups */
   'backups.scheduled': () => 3600,
+  /** hard-deleted tenants' Redis keys, Redis ACL users and objects that could not be purged at once */
+  'tenants.purge_external': () => 60,
   /** verified custom domains re-checked; one that moved away is unverified */
   'domains.reverify': () => 3600,
   /** the last calendar month's usage turned into billing records and pushed to Stripe (once per period) */

@@ -11,7 +11,7 @@ import { readCopyOut, insertStagedRows, deleteTableRows, continueSequences, coun
 import { toTenant, validateIsolation, type Isolation, type Tenant, type TenantRow } from '../tenants/model.js';
 import type { BackupProgress } from '../backup/backup.js';
 import { poolKey } from '../db/pool-key.js';
-import { MOVE_SCHEMA, startTracking, freezeSource, stopTracking, keyColumns, changedKeys, onKeys, type KeyColumn } from './change-log.js';
+import { MOVE_SCHEMA, startTracking, freezeSource, stopTracking, keyColumns, keyMatch, type KeyColumn } from './change-log.js';
 
 /**
  * Online moves of a tenant between isolation modes (pooled, schema, database), written once over the
@@ -82,7 +82,6 @@ const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex
 const mine = `tenant_id = (select ${CONTEXT_SCHEMA}.current_tenant())`;
 const order = (t: TenantTable): string => t.columns.map((_, i) => i + 1).join(', ');
 const cols = (t: TenantTable): string => t.columns.map((c) => ident(c.name)).join(', ');
-const xcols = (t: TenantTable): string => t.columns.map((c) => `x.${ident(c.name)}`).join(', ');
 
 export class MoveService {
   constructor(private readonly core: Core, private readonly tenants: { get(idOrSlug: string): Promise<Tenant> }) {}
@@ -306,9 +305,8 @@ export class MoveService {
         const logged = await tx<{ key: string }[]>`select distinct key::text as key from ${tx(MOVE_SCHEMA)}.changes where move_id = ${moveId} and tbl = ${table.name}`;
         if (logged.length === 0) continue;
         const keys = await keyColumns(tx, from.schema, table.name);
-        const rows = keys.length === 0 ? `${ident(from.schema)}.${ident(table.name)} x where x.${mine}`
-          : `${changedKeys(keys, `${MOVE_SCHEMA}.changes`, ` where c.move_id = ${literal(moveId)} and c.tbl = ${literal(table.name)}`)} join ${ident(from.schema)}.${ident(table.name)} x on x.${mine} and ${onKeys(keys)}`;
-        const stream = await tx.unsafe(`copy (select ${xcols(table)} from ${rows} order by ${order(table)}) to stdout`).readable();
+        const where = keys.length === 0 ? '' : ` and exists (select 1 from ${MOVE_SCHEMA}.changes c where c.move_id = ${literal(moveId)} and c.tbl = ${literal(table.name)} and ${keyMatch(keys, 'c.key')})`;
+        const stream = await tx.unsafe(`copy (select ${cols(table)} from ${ident(from.schema)}.${ident(table.name)} x where ${mine}${where} order by ${order(table)}) to stdout`).readable();
         changed.push({ table, keys, keyJson: `[${logged.map((l) => l.key).join(',')}]`, data: await readCopyOut(stream) });
       }
       return { changed, counts: await countTableRows(tx, from.schema, tables) };
@@ -332,8 +330,8 @@ export class MoveService {
         if (w.keys.length === 0) {
           await tx.unsafe(`delete from ${qualified} where ${mine}`);
         } else {
-          await tx.unsafe(`delete from ${qualified} x using ${changedKeys(w.keys, `pg_temp.${ident(w.keyStage)}`)}
-            where x.${mine} and ${onKeys(w.keys)}
+          await tx.unsafe(`delete from ${qualified} x where ${mine}
+            and exists (select 1 from pg_temp.${ident(w.keyStage)} c where ${keyMatch(w.keys, 'c.key')})
             and not exists (select 1 from pg_temp.${ident(w.stage)} s where ${w.keys.map((k) => `s.${ident(k.name)} = x.${ident(k.name)}`).join(' and ')})`);
         }
       }
@@ -358,9 +356,8 @@ export class MoveService {
         if (counts[name] !== count) throw new Error(`table ${name} holds ${counts[name]} rows in the new placement, ${count} in the old`);
       }
       for (const w of work) {
-        const rows = w.keys.length === 0 ? `${ident(target.schema)}.${ident(w.table.name)} x where x.${mine}`
-          : `${changedKeys(w.keys, `pg_temp.${ident(w.keyStage)}`)} join ${ident(target.schema)}.${ident(w.table.name)} x on x.${mine} and ${onKeys(w.keys)}`;
-        const stream = await tx.unsafe(`copy (select ${xcols(w.table)} from ${rows} order by ${order(w.table)}) to stdout`).readable();
+        const where = w.keys.length === 0 ? '' : ` and exists (select 1 from pg_temp.${ident(w.keyStage)} c where ${keyMatch(w.keys, 'c.key')})`;
+        const stream = await tx.unsafe(`copy (select ${cols(w.table)} from ${ident(target.schema)}.${ident(w.table.name)} x where ${mine}${where} order by ${order(w.table)}) to stdout`).readable();
         if (sha256(await readCopyOut(stream)) !== sha256(w.data)) throw new Error(`table ${w.table.name}: the rows changed during the copy do not match the source's (checksum)`);
       }
       return n;

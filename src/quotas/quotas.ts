@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
+import { tenantObjectBytes } from '../objects/usage.js';
 import { TenantryError } from '../errors.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
 import type { TenantService } from '../tenants/tenants.js';
@@ -470,7 +471,9 @@ export class QuotaService {
   async refreshStorage(idOrSlug: string): Promise<number> {
     const t = await this.tenants.get(idOrSlug);
     // measured by the tenant's isolation mode (database size, schema relations, or its pooled rows' bytes)
-    const bytes = await STRATEGIES[t.isolation].measureStorage(this.core, { ...t.placement, id: t.id, isolation: t.isolation });
+    // plus the bytes it keeps in object storage (tenantry.objects), counted as they are written
+    const bytes = await STRATEGIES[t.isolation].measureStorage(this.core, { ...t.placement, id: t.id, isolation: t.isolation })
+      + await tenantObjectBytes(this.core.admin, t.id);
     // recorded as the plans' measured-storage gauge, when they declare one
     const gauge = this.core.plans.plans.metrics.find((m) => m.kind === 'gauge' && m.source === 'storage');
     if (gauge) {

@@ -13,6 +13,7 @@ import { teardownTenantObjects } from '../provisioning/repair.js';
 import { terminateRoleSessions } from '../isolation/modes.js';
 import type { ApiKeyService, CreatedApiKey } from '../keys/api-keys.js';
 import type { MoveService, MoveOptions, MoveResult } from '../move/move.js';
+import { shredAndRecordPurges } from '../lifecycle/external-purges.js';
 
 export interface ListTenantsOptions {
   status?: TenantStatus | string;
@@ -45,6 +46,13 @@ export class TenantService {
   private keys: ApiKeyService | undefined;
 
   constructor(private readonly core: Core) {}
+
+  private afterHardDelete: ((tenantId: string) => Promise<unknown>) | undefined;
+
+  /** Wired by Tenantry: runs a hard-deleted tenant's purges outside PostgreSQL (cache, objects). */
+  attachHardDeleteHook(fn: (tenantId: string) => Promise<unknown>): void {
+    this.afterHardDelete = fn;
+  }
 
   /** Wired by Tenantry: provisioning issues each new tenant's first API key. */
   attachKeys(keys: ApiKeyService): void {
@@ -274,20 +282,27 @@ export class TenantService {
       if (!locked || (locked.status !== 'deleted' && !opts.force)) {
         throw new TenantryError('INVALID_TRANSITION', `Tenant "${before.slug}" is ${locked?.status ?? 'gone'}; soft-delete it first, or pass { force: true } to hard-delete it now.`, { tenantId: before.id, status: locked?.status ?? null });
       }
-      await tx.unsafe(`alter role ${ident(before.placement.role)} nologin`);
+      // a re-run after a hard delete that stopped half-way finds the role already dropped
+      const [role] = await tx`select 1 from pg_roles where rolname = ${before.placement.role}`;
+      if (role) await tx.unsafe(`alter role ${ident(before.placement.role)} nologin`);
       await tx`update tenantry_catalog.tenants set status = 'deleted', deleted_at = coalesce(deleted_at, now()), updated_at = now() where id = ${before.id}`;
     });
     this.core.cache.invalidate(before.id);
     await teardownTenantObjects(this.core, { ...before.placement, id: before.id, isolation: before.isolation });
     await this.core.admin.begin(async (tx) => {
+      // crypto-shredding in this same transaction: the row, its wrapped data keys and the record of
+      // what is owed outside PostgreSQL (cache keys, objects) go together or not at all
+      const shred = await shredAndRecordPurges(this.core, tx, before.id);
       await tx`delete from tenantry_catalog.tenants where id = ${before.id}`;
       await appendAudit(tx, {
         tenantId: before.id, actor: opts.actor ?? this.core.opts.actor, action: 'tenant.hard_deleted',
         target: `tenant:${before.id}`, requestId: opts.requestId,
-        details: { slug: before.slug, isolation: before.isolation, previousStatus: before.status, forced: Boolean(opts.force) },
+        details: { slug: before.slug, isolation: before.isolation, previousStatus: before.status, forced: Boolean(opts.force), ...shred },
       });
     });
     this.core.cache.invalidate(before.id);
+    // the purges outside PostgreSQL are tried at once; what fails stays recorded for the job runner
+    await this.afterHardDelete?.(before.id).catch((err: unknown) => this.core.logger.warn({ err, tenantId: before.id }, 'purging a hard-deleted tenant\'s cache and objects failed; the job runner retries'));
     this.core.logger.info({ tenantId: before.id }, 'tenant hard-deleted');
     return { ...before, status: 'deleted', deletedAt: before.deletedAt ?? new Date() };
   }
