@@ -12,7 +12,7 @@ import Stripe from 'stripe';
 import type { FastifyInstance } from 'fastify';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
 import { rejectsWith } from './helpers/assertions.js';
-import { BUILTIN_PLANS, validatePlans, isTenantryError } from '../src/index.js';
+import { Tenantry, BUILTIN_PLANS, validatePlans, isTenantryError } from '../src/index.js';
 import { plansDocument } from '../src/plans/plan-file.js';
 import { buildServer } from '../src/server/app.js';
 
@@ -312,15 +312,17 @@ test('payment failed suspends (payment_overdue) only after the grace, scheduled 
 });
 
 test('without STRIPE_WEBHOOK_SECRET the webhook answers 503 BILLING_NOT_CONFIGURED, not 500', async () => {
-  const bare = await freshInstallation({ adminKey: ADMIN });
+  // a second process of the same installation, configured without the secret (small pools: the test
+  // server's connections are shared)
+  const bare = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, adminKey: ADMIN, maxConnections: 4, schemaPoolSize: 0, rolePoolSize: 0 });
   try {
-    const server = await buildServer({ tenantry: bare.tenantry, logLevel: 'silent' });
+    const server = await buildServer({ tenantry: bare, logLevel: 'silent' });
     const s = signed({ id: 'evt_x', type: 'invoice.paid', data: { object: { id: 'in_x', customer: 'cus_x' } } });
     const res = await server.inject({ method: 'POST', url: '/v1/billing/stripe/webhook', payload: s.payload, headers: { 'content-type': 'application/json', 'stripe-signature': s.signature } });
     assert.equal(res.statusCode, 503);
     assert.equal(res.json().code, 'BILLING_NOT_CONFIGURED');
     await server.close();
   } finally {
-    await bare.cleanup();
+    await bare.close();
   }
 });

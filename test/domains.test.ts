@@ -222,7 +222,7 @@ test('removing a domain stops it resolving in another process at once (NOTIFY)',
   const d = await inst.tenantry.domains.add(t.id, 'x.notify-owner.test');
   dns.txt.set('_tenantry-challenge.x.notify-owner.test', [d.token]);
   await inst.tenantry.domains.verify(t.id, d.domain);
-  const second = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, maxConnections: 4, schemaPoolSize: 0 });
+  const second = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, maxConnections: 4, schemaPoolSize: 0, rolePoolSize: 0 });
   try {
     // the second process caches the answer (its cache lives for a minute)
     assert.equal(await second.domains.tenantIdForHost('x.notify-owner.test'), t.id);

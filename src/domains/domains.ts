@@ -207,6 +207,7 @@ export class DomainService {
    */
   async reverify(opts: { limit?: number } = {}): Promise<{ checked: number; unverified: string[] }> {
     const limit = opts.limit ?? 1000;
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new TenantryError('INVALID_INPUT', 'limit is a whole number of domains from 1 to 100000.');
     const rows = await this.core.admin<DomainRow[]>`
       select * from tenantry_catalog.tenant_domains where verified_at is not null
       order by last_checked_at nulls first limit ${limit}`;
