@@ -76,6 +76,11 @@ server_check_delay = 10
 ;; idle server connections close: with many tenant databases each holds its own pool
 server_idle_timeout = 60
 query_wait_timeout = 30
+;; After a failed server login PgBouncer holds every client of that database and user for
+;; server_login_retry (default 15 s). Tenantry meets such failures on purpose (it restores a tenant
+;; role's password after a refused login and retries at once; a full max_connections or a role's
+;; connection limit answers 53300): with the default each one stalled that tenant's requests 15 s.
+server_login_retry = 1
 `;
   const via = new URL(core.directUrl);
   via.hostname = listenAddr === '*' || listenAddr === '0.0.0.0' ? '127.0.0.1' : listenAddr;
