@@ -8,7 +8,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { tenantryPlugin } from '../src/app-plugins/fastify.js';
 import { freshInstallation, type TestInstallation } from './helpers/installation.js';
 import { rejectsWith } from './helpers/assertions.js';
 import { startLoopbackDns, type LoopbackDns } from './helpers/loopback-dns.js';
@@ -204,6 +205,19 @@ test('a Host header for a verified domain resolves its tenant; an unverified or 
   assert.equal(res.json().id, t.id);
   // the app plugins' resolution (no principal: the app authenticates its own users)
   assert.equal((await resolveRequestTenant(inst.tenantry, null, { host: 'app.host-owner.test' })).id, t.id);
+  // through the app plugin (tenantry/fastify) in an app's own server
+  const own = Fastify({ logger: false });
+  await own.register(tenantryPlugin, { tenantry: inst.tenantry, rateLimit: false });
+  own.get('/whoami', async (req) => ({ tenant: req.tenant!.id }));
+  try {
+    const mine = await own.inject({ method: 'GET', url: '/whoami', headers: { host: 'app.host-owner.test' } });
+    assert.equal(mine.statusCode, 200, mine.body);
+    assert.equal(mine.json().tenant, t.id);
+    const unknown = await own.inject({ method: 'GET', url: '/whoami', headers: { host: 'unverified.host-owner.test' } });
+    assert.equal(unknown.statusCode, 400, 'an unknown domain names nobody');
+  } finally {
+    await own.close();
+  }
   // the order decides: without `domain` the host is not read
   await assert.rejects(resolveRequestTenant(inst.tenantry, null, { host: 'app.host-owner.test' }, { order: ['header', 'path'] }), (e: unknown) => isTenantryError(e, 'INVALID_INPUT'));
   // another tenant's key sent to this tenant's domain is refused
@@ -215,6 +229,7 @@ test('a Host header for a verified domain resolves its tenant; an unverified or 
   res = await self('app.host-owner.test');
   assert.equal(res.statusCode, 400);
   assert.equal(await inst.tenantry.domains.tenantIdForHost('app.host-owner.test'), undefined);
+  await assert.rejects(resolveRequestTenant(inst.tenantry, null, { host: 'app.host-owner.test' }), (e: unknown) => isTenantryError(e, 'INVALID_INPUT'));
 });
 
 test('removing a domain stops it resolving in another process at once (NOTIFY)', async () => {

@@ -1,6 +1,6 @@
 /**
  * `tenantry/fastify`: a Fastify plugin for the app's own server. Per request it resolves the tenant
- * (API key, header, subdomain, path; order configurable), applies the tenant's rate limit, decorates
+ * (API key, header, subdomain, custom domain, path; order configurable), applies the tenant's rate limit, decorates
  * `request.tenant` and `request.withTenant(fn)`, and answers TenantryErrors as RFC 9457 problem+json.
  *
  *   await app.register(tenantryPlugin, { tenantry, baseDomain: 'example.com' });
