@@ -70,7 +70,7 @@ server_idle_timeout = 3
 query_wait_timeout = 60
 ;; as tenantry pgbouncer-config writes it: a failed server login (53300 on a busy shared server, a
 ;; healed password) would otherwise hold that pool's clients for 15 s (the default)
-server_login_retry = 1
+server_login_retry = ${Number(process.env.PGBOUNCER_LOGIN_RETRY ?? 1)}
 ignore_startup_parameters = extra_float_digits
 logfile = ${dir}/pgbouncer.log
 pidfile = ${dir}/pgbouncer.pid
