@@ -2,7 +2,8 @@ import type { Sql } from 'postgres';
 import type { Core } from '../core.js';
 import { latestVersion } from '../core.js';
 import { ident } from '../identifiers.js';
-import { POOLED_SCHEMA, DATABASE_MODE_SCHEMA } from '../isolation/data-plane.js';
+import { POOLED_SCHEMA } from '../isolation/data-plane.js';
+import { STRATEGIES, placementOf } from '../isolation/modes.js';
 import type { TenantRow } from '../tenants/model.js';
 import { findOrphans } from '../provisioning/repair.js';
 import { pendingHeals } from '../provisioning/healer.js';
@@ -87,7 +88,8 @@ export async function runDoctor(core: Core, opts: { onProgress?: (p: { done: num
   }
   if (stuck.length === 0) pass('stuck-provisioning', 'No tenant is stuck in provisioning.');
   const orphans = await findOrphans(core);
-  const halfMade = [...orphans.databases, ...stuck.filter((t) => t.isolation === 'database').map((t) => t.database_name)];
+  // a stuck tenant placed in a database of its own left that database half-made
+  const halfMade = [...orphans.databases, ...stuck.filter((t) => t.database_name !== core.sharedDatabase).map((t) => t.database_name)];
   for (const [kind, names] of [['database', orphans.databases], ['schema', orphans.schemas], ['role', orphans.roles]] as const) {
     for (const name of names) fail('half-made-objects', `The ${kind} ${name} is named like a tenant's but no tenant owns it (left by a provisioning that did not finish).`, 'tenantry repair (drops it).');
   }
@@ -124,13 +126,14 @@ export async function runDoctor(core: Core, opts: { onProgress?: (p: { done: num
            exists (select 1 from pg_database d where d.datname = t.database_name) as db_ok
     from tenantry_catalog.tenants t left join pg_roles r on r.rolname = t.role_name
     where t.status <> 'provisioning'`;
-  const sharedSchemas = new Set((await core.sharedAdmin<{ nspname: string }[]>`select nspname from pg_namespace`).map((r) => r.nspname));
   let tenantProblems = 0;
   for (const t of tenants) {
     const label = `tenant ${t.slug} (${t.id}, ${t.isolation})`;
     if (!t.role_ok) { tenantProblems++; fail('tenant-objects', `${label}: role ${t.role_name} is missing.`, `Hard-delete and recreate the tenant, or restore the role from a backup; run tenantry repair for leftovers.`); continue; }
     if (!t.db_ok) { tenantProblems++; fail('tenant-objects', `${label}: database ${t.database_name} is missing.`, 'Restore the database from a backup, or hard-delete the tenant.'); continue; }
-    if (t.isolation === 'schema' && !sharedSchemas.has(t.schema_name)) { tenantProblems++; fail('tenant-objects', `${label}: schema ${t.schema_name} is missing.`, 'Restore the schema from a backup, or hard-delete the tenant.'); continue; }
+    // what else its mode places (a schema of its own, the shared schema), asked of the mode itself
+    const missing = await STRATEGIES[t.isolation].check(core, placementOf(t));
+    if (missing.length) { tenantProblems++; fail('tenant-objects', `${label}: ${missing.join('; ')}.`, 'Restore it from a backup, or hard-delete the tenant.'); continue; }
     const shouldLogin = t.status === 'active' || t.status === 'trial';
     if (Boolean(t.can_login) !== shouldLogin) { tenantProblems++; fail('tenant-login', `${label}: role ${t.role_name} ${t.can_login ? 'can' : 'cannot'} log in while the tenant is ${t.status}.`, `ALTER ROLE ${ident(t.role_name)} ${shouldLogin ? 'LOGIN' : 'NOLOGIN'};`); }
     if (t.schema_version < latestVersion(core)) { tenantProblems++; fail('tenant-version', `${label}: at tenant migration ${t.schema_version}, latest is ${latestVersion(core)}.`, 'Run the tenant migrations (tenantry migrate).'); }
@@ -138,13 +141,15 @@ export async function runDoctor(core: Core, opts: { onProgress?: (p: { done: num
   if (tenantProblems === 0) pass('tenant-objects', `All ${tenants.length} tenants have their role, schema or database, and a login that matches their status.`);
 
   // 4. row-level security on every tenant table, no CREATE on public, in every data database
-  await checkDataDatabase(core.sharedAdmin, core.sharedDatabase, [POOLED_SCHEMA, ...tenants.filter((t) => t.isolation === 'schema').map((t) => t.schema_name)], roles.runtime, checks);
+  // the schemas holding tenant tables in each data database, read from the placements (any mode)
+  const sharedSchemas = [POOLED_SCHEMA, ...tenants.filter((t) => t.database_name === core.sharedDatabase && t.schema_name !== POOLED_SCHEMA).map((t) => t.schema_name)];
+  await checkDataDatabase(core.sharedAdmin, core.sharedDatabase, sharedSchemas, roles.runtime, checks);
   await checkLargeObjects(core.sharedAdmin, core.sharedDatabase, core.namespace + '_t_', checks);
-  const databaseTenants = tenants.filter((x) => x.isolation === 'database' && x.db_ok);
+  const databaseTenants = tenants.filter((x) => x.database_name !== core.sharedDatabase && x.db_ok);
   for (const [i, t] of databaseTenants.entries()) {
     const db = core.adminTo(t.database_name, 1);
     try {
-      await checkDataDatabase(db, t.database_name, [DATABASE_MODE_SCHEMA], roles.runtime, checks);
+      await checkDataDatabase(db, t.database_name, [t.schema_name], roles.runtime, checks);
       await checkLargeObjects(db, t.database_name, core.namespace + '_t_', checks);
     } finally {
       await db.end({ timeout: 5 });

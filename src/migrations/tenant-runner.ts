@@ -7,6 +7,7 @@ import { migrateTarget, MAY_CHANGE_TABLES, POOLED_SCHEMA } from '../isolation/da
 import { ident, literal } from '../identifiers.js';
 import { validateIsolation, validateTier, type Isolation, type Tier, type TenantRow } from '../tenants/model.js';
 import type { MigrationFile } from './files.js';
+import { STRATEGIES, placementOf } from '../isolation/modes.js';
 
 /** Advisory lock key of a migration run: two runs at once would otherwise visit the same tenants. */
 const MIGRATE_LOCK_KEY = 0x74656d67; // 'temg'
@@ -172,26 +173,9 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
   return report;
 }
 
+/** One tenant's pending migrations, by its isolation mode (the seam: src/isolation/*-mode.ts). */
 async function migrateOneTenant(core: Core, shared: Sql, t: TenantRow, lockTimeoutMs: number, reapplySecurity: boolean): Promise<number> {
-  const context = core.signer.sign(t.id, t.isolation);
-  let version: number;
-  if (t.isolation === 'schema') {
-    version = (await migrateTarget(shared, {
-      schema: t.schema_name, owner: core.roles.owner, migrations: core.migrations, context, lockTimeoutMs, reapplySecurity,
-      rls: { schema: t.schema_name, pinnedTenant: t.id, grantees: [core.roles.runtime, t.role_name] },
-    })).version;
-  } else {
-    const db = core.adminTo(t.database_name, 1);
-    try {
-      version = (await migrateTarget(db, {
-        schema: t.schema_name, owner: core.roles.owner, migrations: core.migrations, context, lockTimeoutMs, reapplySecurity,
-        rls: { schema: t.schema_name, grantees: [core.roles.runtime, core.roles.databaseGroup] },
-      })).version;
-    } finally {
-      await db.end({ timeout: 5 });
-    }
-  }
-  return version;
+  return STRATEGIES[t.isolation].migrateExisting(core, placementOf(t), { shared, lockTimeoutMs, reapplySecurity });
 }
 
 /** A schema tenant's applied files, read for the whole run at once. */
