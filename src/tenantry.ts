@@ -504,6 +504,7 @@ export class Tenantry {
     if (!Array.isArray(params)) throw new TenantryError('INVALID_INPUT', 'query() params must be an array.');
     if (!QUERY_MODES.includes(mode)) throw new TenantryError('INVALID_INPUT', `query() mode must be one of ${QUERY_MODES.join(', ')}, got ${JSON.stringify(mode)}.`);
     // the statement is handed back unawaited, so BEGIN, context, statement and COMMIT share one round trip
+    // (two more when params has an untyped value: postgres.js asks the server for the types first)
     const rows = await this.withTenant(idOrSlug, (sql) => sql.unsafe(text, params as never[]) as unknown as Promise<Record<string, unknown>[] & { count: number }>);
     {
       switch (mode) {
