@@ -129,7 +129,7 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
     // the shared database's schema tenants get a pool as wide as the run (the admin pool is small)
     const shared = core.adminTo(core.sharedDatabase, Math.min(concurrency, pending.length));
     // catalog versions are written in batches (a cache of each tenant's own record, never ahead of it)
-    const versions = new CatalogVersions(core.admin);
+    const versions = new CatalogVersions(core.admin, (err) => core.logger.warn({ err }, 'recording migrated versions in the catalog failed; the next run re-checks those tenants'));
     try {
       // every schema tenant's applied files in one query, instead of one round trip per tenant
       const plans = opts.reapplySecurity ? new Map<string, SchemaPlan>() : await planSchemaTenants(shared, pending, core.migrations);
@@ -162,7 +162,7 @@ export async function migrateTenants(core: Core, opts: MigrateOptions = {}): Pro
       };
       await Promise.all(Array.from({ length: Math.min(concurrency, pending.length) }, worker));
     } finally {
-      await versions.flush().catch((err: unknown) => core.logger.warn({ err }, 'recording migrated versions in the catalog failed; the next run re-checks those tenants'));
+      await versions.flush();
       await shared.end({ timeout: 5 }).catch(() => undefined);
       await lock`select pg_advisory_unlock(${MIGRATE_LOCK_KEY})`.catch(() => undefined);
     }
@@ -243,31 +243,48 @@ async function migrateSchemaInOneTrip(core: Core, shared: Sql, t: TenantRow, pla
   return Math.max(latest, plan.highest);
 }
 
-/** Tenants' reached versions, written to the catalog 100 at a time (one statement per version). */
+/**
+ * Tenants' reached versions, written to the catalog as they come: one UPDATE (per version) at a time,
+ * carrying every tenant that finished while the previous one ran. A slow run records each tenant at
+ * once (progress shows in `migrate status`); a fast one writes a batch per round trip instead of one
+ * statement per tenant. A failed write is logged: the catalog is a cache the next run re-checks.
+ */
 class CatalogVersions {
   private pending = new Map<number, string[]>();
-  private count = 0;
-  private writing: Promise<void> = Promise.resolve();
+  private running: Promise<void> | undefined;
 
-  constructor(private readonly sql: Sql) {}
+  constructor(private readonly sql: Sql, private readonly onError: (err: unknown) => void) {}
 
   set(id: string, version: number): void {
     const ids = this.pending.get(version) ?? [];
     ids.push(id);
     this.pending.set(version, ids);
-    if (++this.count >= 100) void this.flush().catch(() => undefined);
+    this.running ??= this.drain();
   }
 
-  flush(): Promise<void> {
-    const batch = this.pending;
-    this.pending = new Map();
-    this.count = 0;
-    this.writing = this.writing.catch(() => undefined).then(async () => {
-      for (const [version, ids] of batch) {
-        await this.sql`update tenantry_catalog.tenants set schema_version = ${version} where id = any(${ids}::uuid[]) and schema_version < ${version}`;
+  /** Waits until every version set so far is written. */
+  async flush(): Promise<void> {
+    while (this.running) await this.running;
+    if (this.pending.size) {
+      this.running = this.drain();
+      await this.running;
+    }
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      while (this.pending.size) {
+        const batch = this.pending;
+        this.pending = new Map();
+        for (const [version, ids] of batch) {
+          await this.sql`update tenantry_catalog.tenants set schema_version = ${version} where id = any(${ids}::uuid[]) and schema_version < ${version}`;
+        }
       }
-    });
-    return this.writing;
+    } catch (err) {
+      this.onError(err);
+    } finally {
+      this.running = undefined;
+    }
   }
 }
 
