@@ -143,7 +143,9 @@ export async function runInTenant<T>(core: Core, tenant: TransactionTenant, fn: 
         if (isQueryBatch(out)) {
           // fn handed back its statements without awaiting them (sql => sql`...`, or an array of
           // those): send COMMIT and the session reset behind them at once, so the whole transaction
-          // is one round trip. A failed statement aborts the transaction, and COMMIT then rolls back.
+          // is one round trip (test/tenant-transaction-round-trips.test.ts; a statement with an untyped
+          // parameter holds postgres.js's pipeline for a Describe, two more). A failed statement aborts
+          // the transaction, and COMMIT then rolls back.
           const queries = Array.isArray(out) ? out : [out];
           for (const q of queries) q.execute();
           const end = conn.unsafe(`commit; ${RESET_SESSION}`).execute();
