@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
 import { TenantryError, isTenantryError, isDatabaseUnavailable, translateDatabaseError } from '../errors.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
@@ -64,18 +65,25 @@ export class OperationService {
    * so a retried request under the same Idempotency-Key finds it). The caller checked the input.
    */
   async start(tenantId: string, input: OperationInput, who: AuditActor = {}): Promise<Operation> {
+    const id = await this.core.admin.begin((tx) => this.startIn(tx, tenantId, input, who));
+    return this.get(id);
+  }
+
+  /**
+   * start() inside the caller's transaction, so the operation exists exactly when the caller's change
+   * commits (a tier change that moves its tenant to a database of its own). Returns the operation id.
+   */
+  async startIn(tx: TransactionSql, tenantId: string, input: OperationInput, who: AuditActor = {}): Promise<string> {
     const id = randomUUID();
     const { kind, ...rest } = input;
     // a backup's id is fixed now: a retry after a crash writes to the same place and finds a finished one
     const state = kind === 'backup' || kind === 'export' || (kind === 'clone' && !input.clone.backupId) ? { backupId: randomUUID() } : {};
-    await this.core.admin.begin(async (tx) => {
-      await tx`
-        insert into tenantry_catalog.operations (id, kind, tenant_id, input, state, actor, request_id)
-        values (${id}, ${kind}, ${tenantId}, ${tx.json(rest as never)}, ${tx.json(state as never)}, ${who.actor ?? this.core.opts.actor}, ${who.requestId ?? null})`;
-      await addJob(tx as never, 'operations.run', { id }, { jobKey: `operation:${id}`, maxAttempts: 10 });
-      await appendAudit(tx, { tenantId, actor: who.actor ?? this.core.opts.actor, requestId: who.requestId, action: `operation.${kind}_started`, target: `operation:${id}`, details: { kind, ...rest } });
-    });
-    return this.get(id);
+    await tx`
+      insert into tenantry_catalog.operations (id, kind, tenant_id, input, state, actor, request_id)
+      values (${id}, ${kind}, ${tenantId}, ${tx.json(rest as never)}, ${tx.json(state as never)}, ${who.actor ?? this.core.opts.actor}, ${who.requestId ?? null})`;
+    await addJob(tx as never, 'operations.run', { id }, { jobKey: `operation:${id}`, maxAttempts: 10 });
+    await appendAudit(tx, { tenantId, actor: who.actor ?? this.core.opts.actor, requestId: who.requestId, action: `operation.${kind}_started`, target: `operation:${id}`, details: { kind, ...rest } });
+    return id;
   }
 
   async get(id: string): Promise<Operation> {
