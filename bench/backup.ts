@@ -3,8 +3,8 @@
  * each isolation mode, beside pg_dump and pg_restore of the same table's data in the same process
  * (custom format, compressed like Tenantry's gzip; pg_restore into an empty table of the same shape and
  * indexes in a scratch database). When the client tools are absent, the baseline is COPY out and COPY
- * in of the same rows. Tenantry's restore runs over the tenant with its rows deleted first (untimed),
- * so both restores fill an empty table.
+ * in of the same rows. Tenantry's restore runs over the tenant with its rows deleted and vacuumed
+ * first (untimed), so both restores fill an empty table.
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -52,6 +52,9 @@ export async function benchBackup({ version, fresh }: BenchContext): Promise<str
       let bytes = 0;
       const backupMs = await timed(async () => { const b = await inst.tenantry.backups.create(t.id); backupId = b.id; bytes = b.bytes; });
       await inst.tenantry.withTenant(t.id, (sql) => sql`delete from users`);
+      // the deleted rows vacuumed away (untimed), so both restores fill a table without dead duplicates
+      const vac = postgres(suUrl(database), { max: 1, onnotice: () => {} });
+      try { await vac.unsafe(`vacuum ${table}`); } finally { await vac.end(); }
       progress(`backup: Tenantry restore (${mode})`);
       const restoreMs = await timed(() => inst.tenantry.backups.restore(backupId, { confirm: true }));
 
