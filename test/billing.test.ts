@@ -7,6 +7,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
 import type { FastifyInstance } from 'fastify';
@@ -325,4 +327,42 @@ test('without STRIPE_WEBHOOK_SECRET the webhook answers 503 BILLING_NOT_CONFIGUR
   } finally {
     await bare.close();
   }
+});
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+
+test('CLI: billing customer (set, show, refused when taken), close and records', { timeout: 300_000 }, async () => {
+  const port = (stripe.address() as AddressInfo).port;
+  const cli = (args: string[]): Promise<{ code: number; out: unknown; err: string }> => new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', MAIN, '--json', ...args], {
+      env: {
+        ...process.env, DATABASE_URL: inst.adminUrl, TENANTRY_NAMESPACE: inst.namespace, TENANTRY_ADMIN_KEY: ADMIN, LOG_LEVEL: 'error',
+        TENANTRY_SCHEMA_POOL_SIZE: '0', TENANTRY_ROLE_POOL_SIZE: '0', TENANTRY_MAX_CONNECTIONS: '4',
+        STRIPE_API_KEY: API_KEY, STRIPE_API_BASE: `http://127.0.0.1:${port}`,
+      },
+      timeout: 120_000,
+    }, (error, stdout, stderr) => {
+      let out: unknown = stdout;
+      try { out = JSON.parse(stdout); } catch { /* text */ }
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, out, err: stderr });
+    });
+  });
+  const t = await inst.tenantry.tenants.create({ slug: 'bill-cli', name: 'CLI', tier: 'starter' });
+  const set = await cli(['billing', 'customer', 'bill-cli', 'cus_Cli1']);
+  assert.equal(set.code, 0, set.err);
+  assert.equal((set.out as { customerId: string }).customerId, 'cus_Cli1');
+  const other = await inst.tenantry.tenants.create({ slug: 'bill-cli-other', name: 'Other', tier: 'starter' });
+  assert.equal((await cli(['billing', 'customer', other.slug, 'cus_Cli1'])).code, 4, 'BILLING_CUSTOMER_TAKEN is a conflict');
+  assert.equal((await cli(['billing', 'customer', other.slug, 'not a customer'])).code, 2);
+  const closed = await cli(['billing', 'close', '--period', '2026-08']);
+  assert.equal(closed.code, 0, closed.err);
+  assert.ok((closed.out as { created: number }).created >= 3, 'this tenant\'s plan, api_calls and llm_tokens lines');
+  const again = await cli(['billing', 'close', '--period', '2026-08']);
+  assert.equal((again.out as { created: number }).created, 0);
+  const records = await cli(['billing', 'records', 'bill-cli', '--period', '2026-08']);
+  const plan = (records.out as { item: string; status: string; amount: number }[]).find((r) => r.item === 'plan')!;
+  assert.equal(plan.amount, 2900);
+  assert.equal(plan.status, 'pushed');
+  assert.equal((await cli(['billing', 'customer', 'bill-cli', '--clear'])).code, 0);
+  assert.equal((await inst.tenantry.billing.getCustomer(t.id)).customerId, null);
 });

@@ -7,6 +7,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { tenantryPlugin } from '../src/app-plugins/fastify.js';
@@ -332,4 +334,47 @@ test('a tenant cannot hoard names: past maxDomainsPerTenant a claim is refused',
   await rejectsWith(inst.tenantry.domains.add(t.id, 'n5.hoard.test'), 'DOMAIN_LIMIT_REACHED');
   // adding one it already holds is not a new claim
   assert.equal((await inst.tenantry.domains.add(t.id, 'N0.hoard.test')).domain, 'n0.hoard.test');
+});
+
+const MAIN = fileURLToPath(new URL('../src/cli/main.ts', import.meta.url));
+
+/** One CLI command against this installation: its exit code and parsed --json output. */
+function cli(args: string[]): Promise<{ code: number; out: unknown; err: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', MAIN, '--json', ...args], {
+      env: {
+        ...process.env, DATABASE_URL: inst.adminUrl, TENANTRY_NAMESPACE: inst.namespace, TENANTRY_ADMIN_KEY: ADMIN, LOG_LEVEL: 'error',
+        TENANTRY_SCHEMA_POOL_SIZE: '0', TENANTRY_ROLE_POOL_SIZE: '0', TENANTRY_MAX_CONNECTIONS: '4', TENANTRY_DNS_SERVERS: dns.server,
+      },
+      timeout: 120_000,
+    }, (error, stdout, stderr) => {
+      let out: unknown = null;
+      try { out = JSON.parse(stdout); } catch { out = stdout; }
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, out, err: stderr });
+    });
+  });
+}
+
+test('CLI: tenantry domains add, verify (exit 5 until the record is there), list and remove', { timeout: 300_000 }, async () => {
+  const t = await inst.tenantry.tenants.create({ slug: 'dom-cli', name: 'CLI' });
+  const added = await cli(['domains', 'add', 'dom-cli', 'Cli.Owner.test.']);
+  assert.equal(added.code, 0, added.err);
+  const d = added.out as { domain: string; token: string; verified: boolean };
+  assert.equal(d.domain, 'cli.owner.test');
+  assert.equal(d.verified, false);
+  const bad = await cli(['domains', 'add', 'dom-cli', '10.1.2.3']);
+  assert.equal(bad.code, 2, 'DOMAIN_INVALID is a usage error');
+  const early = await cli(['domains', 'verify', 'dom-cli', 'cli.owner.test', '--method', 'dns']);
+  assert.equal(early.code, 5, early.err);
+  dns.txt.set('_tenantry-challenge.cli.owner.test', [d.token]);
+  const verified = await cli(['domains', 'verify', 'dom-cli', 'cli.owner.test', '--method', 'dns']);
+  assert.equal(verified.code, 0, verified.err);
+  assert.equal((verified.out as { verified: boolean }).verified, true);
+  const listed = await cli(['domains', 'list', 'dom-cli']);
+  assert.deepEqual((listed.out as { domain: string }[]).map((x) => x.domain), ['cli.owner.test']);
+  assert.equal(await inst.tenantry.domains.tenantIdForHost('cli.owner.test'), t.id);
+  assert.equal((await cli(['domains', 'remove', 'dom-cli', 'cli.owner.test'])).code, 0);
+  assert.equal((await cli(['domains', 'remove', 'dom-cli', 'cli.owner.test'])).code, 3, 'DOMAIN_NOT_FOUND');
+  // the NOTIFY from the CLI's process dropped this process's cached answer
+  await until('this process to forget the removed domain', async () => (await inst.tenantry.domains.tenantIdForHost('cli.owner.test')) === undefined, 10_000);
 });
