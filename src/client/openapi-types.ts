@@ -656,6 +656,8 @@ export interface operations {
   receiveStripeWebhook: {
     parameters: {
       header?: {
+        /** @description Stripe's signature of the raw body (t=...,v1=...) */
+        "stripe-signature"?: string;
         /** @description An id for this request (1-128 visible characters); one is made when absent */
         "x-request-id"?: string;
         /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
