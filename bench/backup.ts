@@ -103,6 +103,7 @@ export async function benchBackup({ version, fresh }: BenchContext): Promise<str
       }
       const perSec = (n: number, msTaken: number): string => `${Math.round(n / (msTaken / 1000)).toLocaleString('en-US')} rows/s`;
       lines.push(`| ${mode} | ${rows.toLocaleString('en-US')} | ${ms(backupMs)} (${perSec(rows, backupMs)}, ${(bytes / 1e6).toFixed(1)} MB) | ${ms(dumpMs)} (${(dumpBytes / 1e6).toFixed(1)} MB) | ${ratio(backupMs, dumpMs)} | ${ms(restoreMs)} (${perSec(rows, restoreMs)}) | ${ms(loadMs)} | ${ratio(restoreMs, loadMs)} |`);
+      progress(`backup: ${lines[lines.length - 1]}`);
       await inst.tenantry.tenants.delete(t.id, { hard: true, force: true });
     }
   } finally {
