@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark section, each comparing Tenantry with its baseline side by side in
  * this one process, printed as Markdown tables (medians and ratios). DATABASE_URL (a superuser URL)
- * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard,key-checks,chaos,jobs,console,backup
+ * when set, otherwise the embedded PostgreSQL. BENCH_ONLY=provisioning,with-tenant,migrations,governance,plans,http,sql-guard,key-checks,chaos,jobs,console,move,backup
  * selects sections. Everything runs in throwaway installations removed at the end.
  */
 import { ensureServer, progress, type BenchContext } from './lib.js';
@@ -18,6 +18,7 @@ import { benchKeyChecks } from './key-checks.js';
 import { benchChaos } from './chaos.js';
 import { benchJobs } from './jobs.js';
 import { benchConsole } from './console.js';
+import { benchMove } from './move.js';
 import { benchBackup } from './backup.js';
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
@@ -34,6 +35,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   chaos: benchChaos,
   jobs: benchJobs,
   console: benchConsole,
+  move: benchMove,
   backup: benchBackup,
 };
 

@@ -79,6 +79,23 @@ async function placementsOf(t: Tenant): Promise<Isolation[]> {
   return out;
 }
 
+/**
+ * Waits until the killed child's sessions are gone: PostgreSQL ends a backend whose client vanished
+ * only when it next looks at its socket, so for a moment the move's session lock is still held (and
+ * repair rightly leaves a move whose process looks alive alone).
+ */
+async function untilMoveProcessGone(tenantId: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const open = await inst.su<{ id: string }[]>`select id from tenantry_catalog.moves where tenant_id = ${tenantId} and phase not in ('done', 'failed')`;
+    if (open.length === 0) return;
+    const free = await inst.su.begin(async (tx) => (await tx<{ ok: boolean }[]>`select pg_try_advisory_xact_lock(${0x746d_7632}, hashtext(${open[0]!.id})) as ok`)[0]!.ok);
+    if (free) return;
+    if (Date.now() > deadline) throw new Error('the killed move\'s session lock is still held after 30 s');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 const rowsOf = (id: string): Promise<string[]> => inst.tenantry.withTenant(id, async (sql) => [
   ...(await sql<{ r: string }[]>`select (to_jsonb(d) - 'tenant_id')::text as r from docs d order by id`).map((x) => x.r),
   ...(await sql<{ r: string }[]>`select v as r from plain order by v`).map((x) => x.r),
@@ -104,6 +121,7 @@ for (const [from, to] of [['pooled', 'schema'], ['schema', 'database'], ['databa
       const r = await moveAndCrash(t.id, to, step);
       assert.equal(r.signal, 'SIGKILL', `the child died at ${step}: ${r.out}`);
       assert.ok(r.out.split('\n').includes(step), `the child reached ${step}: ${r.out}`);
+      await untilMoveProcessGone(t.id);
       const report = await inst.tenantry.repair({ olderThanSeconds: 0 });
       const switched = STEPS.indexOf(step) >= STEPS.indexOf('switched');
       const expected = switched ? to : from;
@@ -138,6 +156,14 @@ test('a move killed while frozen: writes are refused with TENANT_MOVING until th
   const original = await rowsOf(t.id);
   const r = await moveAndCrash(t.id, 'pooled', 'catch-up');
   assert.equal(r.signal, 'SIGKILL');
+  // doctor names the stalled move (unless the healer ended it while doctor ran)
+  const doctor = await inst.tenantry.doctor();
+  const [stalled] = await inst.tenantry.moves.list(t.id);
+  if (stalled!.phase !== 'failed') {
+    const named = doctor.checks.find((c) => c.check === 'moves' && !c.ok && c.message.includes(stalled!.id));
+    assert.ok(named, `doctor names the stalled move: ${JSON.stringify(doctor.checks.filter((c) => !c.ok))}`);
+    assert.match(named.fix ?? '', /tenantry repair/);
+  }
   const deadline = Date.now() + 120_000;
   let refusedOnce = false;
   for (;;) {
@@ -160,4 +186,18 @@ test('a move killed while frozen: writes are refused with TENANT_MOVING until th
   assert.equal((await rowsOf(t.id)).length, original.length + 1);
   const [m] = await inst.tenantry.moves.list(t.id);
   assert.equal(m!.phase, 'failed');
+});
+
+test('a move started after one whose process died ends that one first instead of refusing with MOVE_IN_PROGRESS', { timeout: 300_000 }, async () => {
+  const t = await tenantWithRows('pooled');
+  const original = await rowsOf(t.id);
+  const r = await moveAndCrash(t.id, 'schema', 'copy');
+  assert.equal(r.signal, 'SIGKILL');
+  await untilMoveProcessGone(t.id);
+  const moved = await inst.tenantry.tenants.move(t.id, { to: 'database' });
+  assert.equal(moved.tenant.isolation, 'database');
+  assert.deepEqual(await placementsOf(moved.tenant), ['database']);
+  assert.deepEqual(await rowsOf(t.id), original);
+  const phases = (await inst.tenantry.moves.list(t.id)).map((m) => m.phase);
+  assert.deepEqual(phases, ['done', 'failed']);
 });

@@ -1,6 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import postgres, { type Sql } from 'postgres';
 import { freshInstallation, SUPERUSER_URL, type TestInstallation } from './helpers/installation.js';
@@ -44,8 +46,9 @@ create table labels (
 `;
 
 let inst: TestInstallation;
+let dir: string;
 before(async () => {
-  const dir = migrationsDir({ '0001_docs.sql': SCHEMA });
+  dir = migrationsDir({ '0001_docs.sql': SCHEMA });
   rmSync(path.join(dir, '0001_agent_platform.sql'));
   inst = await freshInstallation({ tenantMigrations: dir });
 });
@@ -295,4 +298,73 @@ test('a cancelled move is undone: the tenant stays where it was, writable, nothi
   const [m] = await inst.tenantry.moves.list(t.id);
   assert.equal(m!.phase, 'failed');
   assert.ok((await inst.tenantry.audit(t.id, { limit: 10 })).some((e) => e.action === 'move.failed'));
+});
+
+interface Run { code: number | null; stdout: string; stderr: string }
+function cli(args: string[]): Promise<Run> {
+  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: inst.adminUrl, TENANTRY_NAMESPACE: inst.namespace, TENANTRY_TENANT_MIGRATIONS: dir, LOG_LEVEL: 'silent' };
+  for (const k of ['NODE_TEST_CONTEXT', 'TENANTRY_ADMIN_KEY', 'REDIS_URL']) delete env[k];
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: fileURLToPath(new URL('..', import.meta.url)), env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('tenantry move <tenant> --to <mode> and tenantry moves <tenant>: --json output and exit codes', { timeout: 300_000 }, async () => {
+  const t = await tenantWithRows('pooled', 'cli');
+  const original = await rowsOf(t.id);
+  const m = await cli(['--json', 'move', t.slug, '--to', 'database']);
+  assert.equal(m.code, 0, m.stderr + m.stdout);
+  const out = JSON.parse(m.stdout) as { moveId: string; from: string; to: string; rows: number; readOnlyMs: number; tenant: { isolation: string } };
+  assert.equal(out.from, 'pooled');
+  assert.equal(out.to, 'database');
+  assert.equal(out.tenant.isolation, 'database');
+  assert.equal(out.rows, 15);
+  assert.ok(out.readOnlyMs >= 0);
+  assert.deepEqual(await rowsOf(t.id), original);
+  // the same mode again: a conflict (4), named
+  const again = await cli(['move', t.slug, '--to', 'database']);
+  assert.equal(again.code, 4, again.stderr);
+  assert.match(again.stderr, /MOVE_NOT_NEEDED/);
+  const bad = await cli(['--json', 'move', t.slug, '--to', 'cluster']);
+  assert.equal(bad.code, 2);
+  assert.equal((JSON.parse(bad.stdout) as { error: { code: string } }).error.code, 'INVALID_ISOLATION');
+  const missing = await cli(['move', 'no-such-tenant', '--to', 'schema']);
+  assert.equal(missing.code, 3, missing.stderr);
+  const list = await cli(['--json', 'moves', t.slug]);
+  assert.equal(list.code, 0, list.stderr);
+  const moves = JSON.parse(list.stdout) as { id: string; phase: string; from: string; to: string }[];
+  assert.deepEqual(moves.map((x) => [x.id, x.phase, x.from, x.to]), [[out.moveId, 'done', 'pooled', 'database']]);
+});
+
+test('a tier whose plan grants dedicated_database moves its tenant to database mode (an operation enqueued with the tier change)', { timeout: 300_000 }, async () => {
+  const t = await tenantWithRows('pooled', 'upgrade');
+  const original = await rowsOf(t.id);
+  const pending = async (): Promise<{ id: string }[]> => inst.su<{ id: string }[]>`
+    select id from tenantry_catalog.operations where tenant_id = ${t.id} and kind = 'move' and status = 'queued'`;
+  // a tier without the feature moves nothing
+  await inst.tenantry.tenants.update(t.id, { tier: 'professional' });
+  assert.equal((await pending()).length, 0);
+  await inst.tenantry.tenants.update(t.id, { tier: 'enterprise' });
+  const ops = await pending();
+  assert.equal(ops.length, 1, 'one move operation queued with the tier change');
+  // a second change to another such tier while one is queued adds none
+  await inst.tenantry.tenants.update(t.id, { tier: 'custom' });
+  assert.equal((await pending()).length, 1);
+  const done = await inst.tenantry.operations.run(ops[0]!.id);
+  assert.equal(done.status, 'succeeded', JSON.stringify(done));
+  const now = await inst.tenantry.tenants.get(t.id);
+  assert.equal(now.isolation, 'database');
+  assert.deepEqual(await rowsOf(t.id), original);
+  await assertOnlyIn(now, 'database');
+  const [m] = await inst.tenantry.moves.list(t.id);
+  assert.equal(m!.phase, 'done');
+  // already in database mode: another upgrade enqueues nothing
+  await inst.tenantry.tenants.update(t.id, { tier: 'enterprise' });
+  assert.equal((await pending()).length, 0);
 });

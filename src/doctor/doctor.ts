@@ -4,6 +4,7 @@ import { latestVersion } from '../core.js';
 import { ident } from '../identifiers.js';
 import { POOLED_SCHEMA } from '../isolation/data-plane.js';
 import { STRATEGIES, placementOf } from '../isolation/modes.js';
+import { stalledMoves } from '../move/move.js';
 import type { TenantRow } from '../tenants/model.js';
 import { findOrphans } from '../provisioning/repair.js';
 import { pendingHeals } from '../provisioning/healer.js';
@@ -155,6 +156,12 @@ export async function runDoctor(core: Core, opts: { onProgress?: (p: { done: num
       await db.end({ timeout: 5 });
     }
     opts.onProgress?.({ done: i + 1, total: databaseTenants.length, tenant: { id: t.id, slug: t.slug } });
+  }
+
+  // a move between isolation modes whose process died leaves its tenant frozen (or its old placement)
+  for (const m of await stalledMoves(core)) {
+    fail('moves', `The move ${m.id} of tenant ${m.tenantId} (${m.from} -> ${m.to}) stopped at phase ${m.phase}: its process is gone${m.phase === 'frozen' ? ', and the tenant\'s writes are refused until it is ended' : ''}.`,
+      'tenantry repair (undoes it before the switch, finishes it after; the background healer does the same within a minute).');
   }
   return { ok: checks.every((c) => c.ok), checks };
 }

@@ -98,14 +98,21 @@ declare
   ok jsonb;
 begin
   if tg_op = 'DELETE' then tid := old.tenant_id; else tid := new.tenant_id; end if;
+  -- the mover removing the old placement after the switch: let through, unlogged, without row locks
+  if coalesce(current_setting('tenantry.move_cleanup', true), '') <> '' then
+    select mv.move_id into m from ${MOVE_SCHEMA}.moving mv where mv.tenant_id = tid and mv.schema_name = tg_table_schema;
+    if found and m.move_id::text = current_setting('tenantry.move_cleanup', true) then
+      if tg_op = 'DELETE' then return old; end if;
+      return new;
+    end if;
+  end if;
   select mv.move_id, mv.frozen into m from ${MOVE_SCHEMA}.moving mv
     where mv.tenant_id = tid and mv.schema_name = tg_table_schema for share;
   if not found then
     if tg_op = 'DELETE' then return old; end if;
     return new;
   end if;
-  -- the one writer let through a freeze: the mover removing the old placement after the switch
-  if m.frozen and current_setting('tenantry.move_cleanup', true) is distinct from m.move_id::text then
+  if m.frozen then
     raise exception 'This tenant is being moved to another isolation mode: writes are refused for a moment; retry shortly.'
       using errcode = '${MOVING_SQLSTATE}';
   end if;
@@ -208,7 +215,16 @@ export async function stopTracking(core: Core, source: TenantPlacement, moveId: 
   }
 }
 
-/** The SQL condition matching table alias `x` to a logged key held in `keyExpr` (a jsonb expression). */
-export function keyMatch(keys: KeyColumn[], keyExpr: string): string {
-  return keys.map((k) => `x.${ident(k.name)} = (${keyExpr} ->> ${literal(k.name)})::${k.type}`).join(' and ');
+/**
+ * The distinct logged keys as a derived table `k` with one typed column per key column, to join the
+ * tenant table (alias `x`) on: driving the read from the few changed keys through the primary key,
+ * rather than probing the log for every row of the table.
+ */
+export function changedKeys(keys: KeyColumn[], from: string, where = ''): string {
+  return `(select distinct ${keys.map((k) => `(c.key ->> ${literal(k.name)})::${k.type} as ${ident(k.name)}`).join(', ')} from ${from} c${where}) k`;
+}
+
+/** The join condition of the tenant table `x` with `changedKeys`' `k`. */
+export function onKeys(keys: KeyColumn[]): string {
+  return keys.map((k) => `x.${ident(k.name)} = k.${ident(k.name)}`).join(' and ');
 }
