@@ -20,6 +20,7 @@ import { benchJobs } from './jobs.js';
 import { benchConsole } from './console.js';
 import { benchMove } from './move.js';
 import { benchBackup } from './backup.js';
+import { benchCrypto } from './crypto.js';
 
 const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   provisioning: benchProvisioning,
@@ -37,6 +38,7 @@ const SECTIONS: Record<string, (ctx: BenchContext) => Promise<string>> = {
   console: benchConsole,
   move: benchMove,
   backup: benchBackup,
+  crypto: benchCrypto,
 };
 
 const only = (process.env.BENCH_ONLY ?? Object.keys(SECTIONS).join(',')).split(',').map((s) => s.trim()).filter(Boolean);

@@ -50,3 +50,8 @@ export type { AuthThrottle, AuthThrottleRules } from './ratelimit/auth-throttle.
 export type { AuditVerification } from './audit/verify.js';
 export type { RateLimiter, RateLimit, RateDecision } from './ratelimit/limiter.js';
 export type { TenantryEvents } from './events.js';
+// envelope encryption, tenant-scoped cache and object storage (issue #15)
+export type { TenantCrypto, CryptoOptions, DataKeyInfo, MasterRotationReport } from './crypto/tenant-crypto.js';
+export type { Kms, WrappedKey } from './crypto/kms.js';
+export { tenantKeyPrefix, encodeCacheKey, type ScopedCache, type CacheSetOptions } from './cache/tenant-cache.js';
+export { validateObjectKey, type ScopedObjects, type StoredObject, type ObjectBody } from './objects/object-storage.js';

@@ -18,6 +18,8 @@ import { readFileSync } from 'node:fs';
 import type { Isolation, Tenant, Tier } from '../tenants/model.js';
 import { buildServer, tenantView } from '../server/app.js';
 import { assertSafeText } from '../input/safe-text.js';
+import { auditActor, authorizeTenant, localOperator, requireOperator } from '../keys/authorize.js';
+import type { Scope } from '../keys/api-keys.js';
 import type { BackupInfo, BackupProgress } from '../backup/backup.js';
 
 /** The installed package's version (package.json beside dist/ or src/). */
@@ -66,8 +68,24 @@ function table(rows: Record<string, unknown>[], columns: string[]): string {
 const TENANT_COLUMNS = ['id', 'slug', 'name', 'status', 'tier', 'isolation', 'createdAt'];
 const showTenant = (t: Tenant): string => table([tenantView(t)], TENANT_COLUMNS) + (t.suspendedReason ? `\nsuspended: ${t.suspendedReason}` : '');
 
+/**
+ * Who the CLI acts as: the operator of the installation whose DATABASE_URL it holds (those credentials
+ * already give every right the operator token gives). Its commands go through the library's one
+ * authorization surface (src/keys/authorize.ts), as the HTTP routes do: every command is an operator
+ * command (requireOperator), and the tenant a command names is resolved by authorizeTenant with the
+ * scope the HTTP route doing the same needs. Its changes are audited as 'cli'.
+ */
+export const CLI_PRINCIPAL = localOperator('cli');
+const CLI = auditActor(CLI_PRINCIPAL);
+
+/** The tenant a command names, resolved and authorized as the HTTP route that does the same (unknown: TENANT_NOT_FOUND, exit 3). */
+function tenantFor(tn: Tenantry, idOrSlug: string, need: Scope | 'operator'): Promise<Tenant> {
+  return authorizeTenant(tn, CLI_PRINCIPAL, idOrSlug, need);
+}
+
 /** Opens the library for one command and always closes it. */
 async function withTenantry<T>(fn: (t: Tenantry) => Promise<T>): Promise<T> {
+  requireOperator(CLI_PRINCIPAL);
   const tenantry = await Tenantry.open({ logger: pino({ level: cliOptions().logLevel }, pino.destination(2)) });
   try {
     return await fn(tenantry);
@@ -125,7 +143,7 @@ export function buildCli(): Command {
     .addHelpText('after', '\nExamples:\n  tenantry tenants create acme-corp --isolation schema --tier enterprise --name "ACME"\n  tenantry tenants create beta-co --trial-days 14 --json')
     .action(async (slug: string, o: { name?: string; tier?: Tier; isolation: Isolation; trialDays?: number; metadata?: Record<string, unknown> }) => {
       // the library validates tier and isolation (INVALID_TIER, INVALID_ISOLATION); commander hands over plain strings
-      const t = await withTenantry((tn) => tn.tenants.create({ slug, ...(o.tier !== undefined ? { tier: o.tier } : {}), isolation: o.isolation, ...(o.name ? { name: o.name } : {}), ...(o.trialDays !== undefined ? { trialDays: o.trialDays } : {}), ...(o.metadata ? { metadata: o.metadata } : {}) }, { actor: 'cli' }));
+      const t = await withTenantry((tn) => tn.tenants.create({ slug, ...(o.tier !== undefined ? { tier: o.tier } : {}), isolation: o.isolation, ...(o.name ? { name: o.name } : {}), ...(o.trialDays !== undefined ? { trialDays: o.trialDays } : {}), ...(o.metadata ? { metadata: o.metadata } : {}) }, CLI));
       // the tenant's first API key exists only in this result: print it this once, or it can never be used
       const { apiKey } = t;
       print(flags(), { ...tenantView(t), ...(apiKey ? { apiKey } : {}) }, () => showTenant(t)
@@ -145,40 +163,40 @@ export function buildCli(): Command {
   tenants.command('show <idOrSlug>').description('Show one tenant')
     .addHelpText('after', '\nExample:\n  tenantry tenants show acme-corp')
     .action(async (id: string) => {
-      const t = await withTenantry((tn) => tn.tenants.get(id));
+      const t = await withTenantry(async (tn) => tn.tenants.get((await tenantFor(tn, id, 'read')).id));
       print(flags(), tenantView(t), () => showTenant(t));
     });
   tenants.command('update <idOrSlug>').description('Change name, tier or metadata')
     .option('--name <name>').option('--tier <tier>').option('--metadata <json>', 'replaces the metadata', parseJsonObject)
     .addHelpText('after', '\nExample:\n  tenantry tenants update acme-corp --tier professional')
     .action(async (id: string, o: { name?: string; tier?: Tier; metadata?: Record<string, unknown> }) => {
-      const t = await withTenantry((tn) => tn.tenants.update(id, o, { actor: 'cli' }));
+      const t = await withTenantry(async (tn) => tn.tenants.update((await tenantFor(tn, id, 'operator')).id, o, CLI));
       print(flags(), tenantView(t), () => showTenant(t));
     });
   tenants.command('suspend <idOrSlug>').description('Suspend: tenant work is refused, its login disabled')
     .requiredOption('--reason <reason>', 'why (kept with the tenant and in the audit log)')
     .addHelpText('after', '\nExample:\n  tenantry tenants suspend acme-corp --reason "payment overdue"')
     .action(async (id: string, o: { reason: string }) => {
-      const t = await withTenantry((tn) => tn.tenants.suspend(id, o.reason, { actor: 'cli' }));
+      const t = await withTenantry(async (tn) => tn.tenants.suspend((await tenantFor(tn, id, 'operator')).id, o.reason, CLI));
       print(flags(), tenantView(t), () => showTenant(t));
     });
   tenants.command('activate <idOrSlug>').description('Lift a suspension')
     .addHelpText('after', '\nExample:\n  tenantry tenants activate acme-corp')
     .action(async (id: string) => {
-      const t = await withTenantry((tn) => tn.tenants.activate(id, { actor: 'cli' }));
+      const t = await withTenantry(async (tn) => tn.tenants.activate((await tenantFor(tn, id, 'operator')).id, CLI));
       print(flags(), tenantView(t), () => showTenant(t));
     });
   tenants.command('delete <idOrSlug>').description('Soft-delete (restorable); --hard removes its data for good')
     .option('--hard', 'remove role, schema or database and every row').option('--force', 'allow --hard on a tenant not soft-deleted first')
     .addHelpText('after', '\nExamples:\n  tenantry tenants delete acme-corp\n  tenantry tenants delete acme-corp --hard')
     .action(async (id: string, o: { hard?: boolean; force?: boolean }) => {
-      const t = await withTenantry((tn) => tn.tenants.delete(id, { actor: 'cli', hard: Boolean(o.hard), force: Boolean(o.force) }));
+      const t = await withTenantry(async (tn) => tn.tenants.delete((await tenantFor(tn, id, 'operator')).id, { ...CLI, hard: Boolean(o.hard), force: Boolean(o.force) }));
       print(flags(), tenantView(t), () => `${o.hard ? 'hard-deleted' : 'deleted'} ${t.slug} (${t.id})`);
     });
   tenants.command('restore <idOrSlug>').description('Undo a soft delete')
     .addHelpText('after', '\nExample:\n  tenantry tenants restore acme-corp')
     .action(async (id: string) => {
-      const t = await withTenantry((tn) => tn.tenants.restore(id, { actor: 'cli' }));
+      const t = await withTenantry(async (tn) => tn.tenants.restore((await tenantFor(tn, id, 'operator')).id, CLI));
       print(flags(), tenantView(t), () => showTenant(t));
     });
   tenants.command('purge').description('Hard-delete soft-deleted tenants whose grace period has passed (the schedule does this hourly)')
@@ -196,21 +214,21 @@ export function buildCli(): Command {
     .action(async (tenant: string) => {
       const bar = backupBar(flags());
       try {
-        const b = await withTenantry((tn) => tn.backups.create(tenant, { actor: 'cli', onProgress: bar.update }));
+        const b = await withTenantry(async (tn) => tn.backups.create((await tenantFor(tn, tenant, 'operator')).id, { ...CLI, onProgress: bar.update }));
         bar.stop();
         print(flags(), b, () => backupLine(b));
       } finally { bar.stop(); }
     });
   program.command('backups <tenant>').description('List a tenant\'s backups, newest first')
     .action(async (tenant: string) => {
-      const list = await withTenantry((tn) => tn.backups.list(tenant));
+      const list = await withTenantry(async (tn) => tn.backups.list((await tenantFor(tn, tenant, 'admin')).id));
       print(flags(), list, () => table(list.map((b) => ({ ...b, tables: b.manifest.tables.length })) as unknown as Record<string, unknown>[], ['id', 'kind', 'createdAt', 'isolation', 'migrationVersion', 'tables', 'rows', 'bytes', 'store']));
     });
   program.command('export <tenant>').description('A backup plus JSON Lines and CSV per table, for a leaving customer')
     .action(async (tenant: string) => {
       const bar = backupBar(flags());
       try {
-        const b = await withTenantry((tn) => tn.backups.create(tenant, { actor: 'cli', kind: 'export', onProgress: bar.update }));
+        const b = await withTenantry(async (tn) => tn.backups.create((await tenantFor(tn, tenant, 'operator')).id, { ...CLI, kind: 'export', onProgress: bar.update }));
         bar.stop();
         print(flags(), b, () => `${backupLine(b)}\nJSON Lines and CSV under ${b.tenantId}/${b.id}/export/ in the ${b.store} store`);
       } finally { bar.stop(); }
@@ -221,7 +239,7 @@ export function buildCli(): Command {
     .action(async (backupId: string, o: { yes?: boolean }) => {
       const bar = backupBar(flags());
       try {
-        const r = await withTenantry((tn) => tn.backups.restore(backupId, { actor: 'cli', confirm: Boolean(o.yes), onProgress: bar.update }));
+        const r = await withTenantry((tn) => tn.backups.restore(backupId, { ...CLI, confirm: Boolean(o.yes), onProgress: bar.update }));
         bar.stop();
         print(flags(), { tenant: tenantView(r.tenant), rows: r.rows }, () => `restored ${r.rows} rows into ${r.tenant.slug} (${r.tenant.isolation})`);
       } finally { bar.stop(); }
@@ -234,8 +252,8 @@ export function buildCli(): Command {
       const bar = backupBar(flags());
       try {
         const r = await withTenantry(async (tn) => {
-          const backupId = o.backup ?? (await tn.backups.create(tenant, { actor: 'cli', onProgress: bar.update })).id;
-          return tn.backups.clone(backupId, { slug: newSlug, isolation: o.isolation, actor: 'cli', onProgress: bar.update });
+          const backupId = o.backup ?? (await tn.backups.create(tenant, { ...CLI, onProgress: bar.update })).id;
+          return tn.backups.clone(backupId, { slug: newSlug, isolation: o.isolation, ...CLI, onProgress: bar.update });
         });
         bar.stop();
         print(flags(), { tenant: tenantView(r.tenant), rows: r.rows }, () => `cloned ${r.rows} rows into ${r.tenant.slug} (${r.tenant.id}, ${r.tenant.isolation})`);
@@ -273,7 +291,7 @@ export function buildCli(): Command {
     .option('--events <types>', 'comma-separated event types (default: all)')
     .addHelpText('after', '\nExamples:\n  tenantry webhooks add https://hooks.example.com/tenantry\n  tenantry webhooks add https://acme.example/hook --tenant acme-corp --events tenant.suspended,quota.exceeded')
     .action(async (url: string, o: { tenant?: string; events?: string }) => {
-      const ep = await withTenantry((tn) => tn.webhooks.create({ url, tenant: o.tenant ?? null, ...(o.events ? { events: o.events.split(',').map((e) => e.trim()) } : {}) }, { actor: 'cli' }));
+      const ep = await withTenantry((tn) => tn.webhooks.create({ url, tenant: o.tenant ?? null, ...(o.events ? { events: o.events.split(',').map((e) => e.trim()) } : {}) }, CLI));
       print(flags(), ep, () => `${table([ep as unknown as Record<string, unknown>], ['id', 'url', 'tenantId', 'events'])}\nsigning secret (shown once): ${ep.secret}`);
     });
   webhooks.command('list').description('List endpoints').option('--tenant <tenant>', 'one tenant\'s endpoints')
@@ -283,7 +301,7 @@ export function buildCli(): Command {
     });
   webhooks.command('remove <id>').description('Remove an endpoint (its pending deliveries go with it)')
     .action(async (id: string) => {
-      await withTenantry((tn) => tn.webhooks.remove(id, {}, { actor: 'cli' }));
+      await withTenantry((tn) => tn.webhooks.remove(id, {}, CLI));
       print(flags(), { removed: id }, () => `removed ${id}`);
     });
   webhooks.command('deliveries <id>').description('An endpoint\'s recent deliveries with every attempt\'s status and latency')
@@ -297,23 +315,23 @@ export function buildCli(): Command {
   domains.command('add <tenant> <domain>').description('Claim a domain for a tenant; prints the TXT record and HTTP token that prove control')
     .addHelpText('after', '\nExamples:\n  tenantry domains add acme-corp shop.acme.com\n  tenantry domains verify acme-corp shop.acme.com')
     .action(async (tenant: string, domain: string) => {
-      const d = await withTenantry((tn) => tn.domains.add(tenant, domain, { actor: 'cli' }));
+      const d = await withTenantry(async (tn) => tn.domains.add((await tenantFor(tn, tenant, 'admin')).id, domain, CLI));
       print(flags(), d, () => `${table([d as unknown as Record<string, unknown>], DOMAIN_COLUMNS)}\nprove control with either:\n  DNS:  ${d.txtName} TXT "${d.token}"\n  HTTP: ${d.httpUrl} answering ${d.token}\nthen: tenantry domains verify ${tenant} ${d.domain}`);
     });
   domains.command('list <tenant>').description('A tenant\'s domains and whether each is verified')
     .action(async (tenant: string) => {
-      const ds = await withTenantry((tn) => tn.domains.list(tenant));
+      const ds = await withTenantry(async (tn) => tn.domains.list((await tenantFor(tn, tenant, 'read')).id));
       print(flags(), ds, () => table(ds as unknown as Record<string, unknown>[], DOMAIN_COLUMNS));
     });
   domains.command('verify <tenant> <domain>').description('Check the TXT record or HTTP token now and mark the domain verified (exit 5 if it does not check out)')
     .option('--method <method>', 'dns or http (default: DNS, then HTTP)')
     .action(async (tenant: string, domain: string, o: { method?: string }) => {
-      const d = await withTenantry((tn) => tn.domains.verify(tenant, domain, o.method ? { method: o.method as 'dns' | 'http' } : {}, { actor: 'cli' }));
+      const d = await withTenantry(async (tn) => tn.domains.verify((await tenantFor(tn, tenant, 'admin')).id, domain, o.method ? { method: o.method as 'dns' | 'http' } : {}, CLI));
       print(flags(), d, () => table([d as unknown as Record<string, unknown>], DOMAIN_COLUMNS));
     });
   domains.command('remove <tenant> <domain>').description('Remove a domain; it stops resolving to the tenant at once')
     .action(async (tenant: string, domain: string) => {
-      await withTenantry((tn) => tn.domains.remove(tenant, domain, { actor: 'cli' }));
+      await withTenantry(async (tn) => tn.domains.remove((await tenantFor(tn, tenant, 'admin')).id, domain, CLI));
       print(flags(), { removed: domain }, () => `removed ${domain}`);
     });
 
@@ -323,8 +341,8 @@ export function buildCli(): Command {
     .addHelpText('after', '\nExamples:\n  tenantry billing customer acme-corp cus_Q2x9\n  tenantry billing customer acme-corp')
     .action(async (tenant: string, customerId: string | undefined, o: { clear?: boolean }) => {
       const r = await withTenantry(async (tn) => {
-        if (o.clear) await tn.billing.setCustomer(tenant, null, { actor: 'cli' });
-        else if (customerId !== undefined) await tn.billing.setCustomer(tenant, customerId, { actor: 'cli' });
+        if (o.clear) await tn.billing.setCustomer(tenant, null, CLI);
+        else if (customerId !== undefined) await tn.billing.setCustomer(tenant, customerId, CLI);
         return tn.billing.getCustomer(tenant);
       });
       print(flags(), r, () => table([r as unknown as Record<string, unknown>], ['tenantId', 'customerId', 'overdueSince']));
@@ -337,7 +355,7 @@ export function buildCli(): Command {
     });
   billing.command('records <tenant>').description('A tenant\'s billing records').option('--period <YYYY-MM>', 'one month')
     .action(async (tenant: string, o: { period?: string }) => {
-      const rs = await withTenantry((tn) => tn.billing.records(tenant, o.period ? { period: o.period } : {}));
+      const rs = await withTenantry(async (tn) => tn.billing.records((await tenantFor(tn, tenant, 'admin')).id, o.period ? { period: o.period } : {}));
       print(flags(), rs, () => table(rs.map((r) => ({ ...r, period: r.periodStart.toISOString().slice(0, 7) })) as unknown as Record<string, unknown>[], ['period', 'item', 'quantity', 'included', 'billable', 'amount', 'currency', 'status', 'externalId']));
     });
 
@@ -365,60 +383,82 @@ export function buildCli(): Command {
     .option('--member <userId>', 'tie the key to a member: its powers are then also limited by their role')
     .addHelpText('after', '\nExamples:\n  tenantry keys create acme-corp --name ci --scopes read,write\n  tenantry keys create acme-corp --name analyst --scopes read,sql --expires 2027-01-01')
     .action(async (tenant: string, o: { name: string; scopes: string; expires?: string; member?: string }) => {
-      const k = await withTenantry((tn) => tn.keys.create(tenant, { name: o.name, scopes: o.scopes.split(',').map((x) => x.trim()), expiresAt: o.expires ? parseDate(o.expires, '--expires') : null, memberUserId: o.member ?? null }, { actor: 'cli' }));
+      const k = await withTenantry(async (tn) => tn.keys.create((await tenantFor(tn, tenant, 'admin')).id, { name: o.name, scopes: o.scopes.split(',').map((x) => x.trim()), expiresAt: o.expires ? parseDate(o.expires, '--expires') : null, memberUserId: o.member ?? null }, CLI));
       print(flags(), k, () => `${table([k as unknown as Record<string, unknown>], ['id', 'name', 'scopes', 'expiresAt'])}\n\nkey (shown once, store it now):\n  ${k.key}`);
     });
   keys.command('list <tenant>').description('List API keys (never their secrets)')
     .addHelpText('after', '\nExample:\n  tenantry keys list acme-corp')
     .action(async (tenant: string) => {
-      const list = await withTenantry((tn) => tn.keys.list(tenant));
+      const list = await withTenantry(async (tn) => tn.keys.list((await tenantFor(tn, tenant, 'admin')).id));
       print(flags(), list, () => table(list as unknown as Record<string, unknown>[], ['id', 'name', 'scopes', 'createdBy', 'expiresAt', 'revokedAt', 'lastUsedAt']));
     });
   keys.command('revoke <tenant> <keyId>').description('Revoke an API key at once')
     .addHelpText('after', '\nExample:\n  tenantry keys revoke acme-corp K94gaxo0iofc')
     .action(async (tenant: string, keyId: string) => {
-      const k = await withTenantry((tn) => tn.keys.revoke(tenant, keyId, { actor: 'cli' }));
+      const k = await withTenantry(async (tn) => tn.keys.revoke((await tenantFor(tn, tenant, 'admin')).id, keyId, CLI));
       print(flags(), k, () => `revoked ${k.id} (${k.name})`);
     });
   keys.command('rotate <tenant> <keyId>').description('Issue a replacement key; the old one stays valid for the grace period')
     .option('--grace <seconds>', 'how long the old key keeps working', (v) => Number(v), 0)
     .addHelpText('after', '\nExample:\n  tenantry keys rotate acme-corp K94gaxo0iofc --grace 3600')
     .action(async (tenant: string, keyId: string, o: { grace: number }) => {
-      const k = await withTenantry((tn) => tn.keys.rotate(tenant, keyId, { graceSeconds: o.grace }, { actor: 'cli' }));
+      const k = await withTenantry(async (tn) => tn.keys.rotate((await tenantFor(tn, tenant, 'admin')).id, keyId, { graceSeconds: o.grace }, CLI));
       print(flags(), k, () => `new key ${k.id} replaces ${keyId} (old one valid for ${o.grace} s)\n\nkey (shown once, store it now):\n  ${k.key}`);
+    });
+  // ---- encryption keys (issue #15) ----
+  keys.command('rotate-data <tenant>').description('A new data-key version for the tenant\'s encryption: new ciphertexts use it, old ones still decrypt (nothing is re-encrypted)')
+    .addHelpText('after', '\nExample:\n  tenantry keys rotate-data acme-corp')
+    .action(async (tenant: string) => {
+      const r = await withTenantry(async (tn) => tn.crypto.rotateTenantKey((await tenantFor(tn, tenant, 'operator')).id, CLI));
+      print(flags(), r, () => `tenant ${r.tenantId} now encrypts with data-key version ${r.version}`);
+    });
+  keys.command('rotate-master').description('Re-wrap every tenant\'s data keys under the current master key (TENANTRY_MASTER_KEY, old one in TENANTRY_MASTER_KEY_PREVIOUS) or the newest Vault key version; batched and resumable')
+    .option('--batch <n>', 'data keys per batch (one transaction each)', (v) => Number(v), 100)
+    .addHelpText('after', '\nExample:\n  TENANTRY_MASTER_KEY=<new> TENANTRY_MASTER_KEY_PREVIOUS=<old> tenantry keys rotate-master\n\nRun it again after an interruption: it skips what is already re-wrapped.')
+    .action(async (o: { batch: number }) => {
+      const r = await withTenantry((tn) => tn.crypto.rotateMasterKey({ ...CLI, batchSize: o.batch, onProgress: (p) => { if (!flags().json) process.stderr.write(`\rchecked ${p.checked}, re-wrapped ${p.rewrapped}`); } }));
+      if (!flags().json) process.stderr.write('\n');
+      print(flags(), r, () => `re-wrapped ${r.rewrapped} of ${r.checked} data keys${r.failed.length ? `; ${r.failed.length} did not unwrap (altered?): ${r.failed.map((f) => `${f.tenantId} v${f.version}`).join(', ')}` : ''}`);
+      if (r.failed.length) process.exitCode = 1;
+    });
+  keys.command('purges').description('Purges that hard deletes still owe outside PostgreSQL (cache keys, Redis users, objects); --run retries them now')
+    .option('--run', 'retry them now (the job runner does every minute)')
+    .action(async (o: { run?: boolean }) => {
+      const r = await withTenantry(async (tn) => ({ ...(o.run ? { ran: await tn.purgeExternal() } : {}), pending: await tn.pendingPurges() }));
+      print(flags(), r, () => `${r.ran ? `done ${r.ran.done}, failed ${r.ran.failed}\n` : ''}${table(r.pending as unknown as Record<string, unknown>[], ['tenantId', 'target', 'attempts', 'lastError', 'createdAt'])}`);
     });
 
   const members = program.command('members').description('Members, roles and invitations');
   members.command('list <tenant>').description('List members')
     .addHelpText('after', '\nExample:\n  tenantry members list acme-corp')
     .action(async (tenant: string) => {
-      const list = await withTenantry((tn) => tn.members.list(tenant));
+      const list = await withTenantry(async (tn) => tn.members.list((await tenantFor(tn, tenant, 'read')).id));
       print(flags(), list, () => table(list as unknown as Record<string, unknown>[], ['userId', 'email', 'name', 'role', 'createdAt']));
     });
   members.command('add <tenant> <email>').description('Add a member (counts against max_users)')
     .option('--role <role>', 'owner | admin | member | viewer', 'member').option('--name <name>')
     .addHelpText('after', '\nExample:\n  tenantry members add acme-corp ada@acme.test --role owner')
     .action(async (tenant: string, email: string, o: { role: string; name?: string }) => {
-      const m = await withTenantry((tn) => tn.members.add(tenant, { email, role: o.role, ...(o.name ? { name: o.name } : {}) }, { actor: 'cli' }));
+      const m = await withTenantry(async (tn) => tn.members.add((await tenantFor(tn, tenant, 'admin')).id, { email, role: o.role, ...(o.name ? { name: o.name } : {}) }, CLI));
       print(flags(), m, () => table([m as unknown as Record<string, unknown>], ['userId', 'email', 'role']));
     });
   members.command('role <tenant> <userId> <role>').description('Change a member\'s role (never demotes the last owner)')
     .addHelpText('after', '\nExample:\n  tenantry members role acme-corp 7c9e... admin')
     .action(async (tenant: string, userId: string, role: string) => {
-      const m = await withTenantry((tn) => tn.members.updateRole(tenant, userId, role, { actor: 'cli' }));
+      const m = await withTenantry(async (tn) => tn.members.updateRole((await tenantFor(tn, tenant, 'admin')).id, userId, role, CLI));
       print(flags(), m, () => table([m as unknown as Record<string, unknown>], ['userId', 'email', 'role']));
     });
   members.command('remove <tenant> <userId>').description('Remove a member (never the last owner); revokes keys tied to them')
     .addHelpText('after', '\nExample:\n  tenantry members remove acme-corp 7c9e...')
     .action(async (tenant: string, userId: string) => {
-      await withTenantry((tn) => tn.members.remove(tenant, userId, { actor: 'cli' }));
+      await withTenantry(async (tn) => tn.members.remove((await tenantFor(tn, tenant, 'admin')).id, userId, CLI));
       print(flags(), { removed: userId }, () => `removed ${userId}`);
     });
   members.command('invite <tenant> <email>').description('Invite by email; prints the one-time token')
     .option('--role <role>', 'owner | admin | member | viewer', 'member').option('--hours <n>', 'expiry in hours', (v) => Number(v), 72)
     .addHelpText('after', '\nExample:\n  tenantry members invite acme-corp bob@acme.test --role viewer --hours 24')
     .action(async (tenant: string, email: string, o: { role: string; hours: number }) => {
-      const r = await withTenantry((tn) => tn.members.invite(tenant, { email, role: o.role, expiresInHours: o.hours }, { actor: 'cli' }));
+      const r = await withTenantry(async (tn) => tn.members.invite((await tenantFor(tn, tenant, 'admin')).id, { email, role: o.role, expiresInHours: o.hours }, CLI));
       print(flags(), r, () => `invitation ${r.invitation.id} for ${email} (${o.role}), expires ${r.invitation.expiresAt.toISOString()}\ntoken (shown once):\n  ${r.token}`);
     });
 
@@ -426,7 +466,7 @@ export function buildCli(): Command {
   usage.command('show <tenant>').description('Usage, limit and utilization per metric')
     .addHelpText('after', '\nExample:\n  tenantry usage show acme-corp')
     .action(async (tenant: string) => {
-      const u = await withTenantry((tn) => tn.quotas.summary(tenant));
+      const u = await withTenantry(async (tn) => tn.quotas.summary((await tenantFor(tn, tenant, 'read')).id));
       print(flags(), u, () => table(u.metrics.map((m) => ({ ...m, limit: m.limit ?? 'unlimited', utilization: `${m.utilization}%` })), ['metric', 'kind', 'used', 'limit', 'utilization'])
         + (u.atRisk ? '\nAT RISK: a metric is over 90% of its limit' : '')
         + (u.overQuota ? `\nOVER QUOTA: ${u.overLimit.join(', ')} above the limit (a lowered limit or tier); debits refused until back under` : ''));
@@ -483,7 +523,7 @@ export function buildCli(): Command {
     .option('--drop-history', 'removing a metric (or changing its kind) deletes its recorded usage and history')
     .addHelpText('after', '\nExamples:\n  tenantry plans apply\n  tenantry plans apply --move-tenants free --drop-history')
     .action(async (file: string | undefined, o: { moveTenants?: string; dropHistory?: boolean }) => {
-      const d = await withTenantry((tn) => tn.plans.apply({ file: planFile(file) }, { ...(o.moveTenants ? { moveTenants: o.moveTenants } : {}), dropHistory: Boolean(o.dropHistory) }, { actor: 'cli' }));
+      const d = await withTenantry((tn) => tn.plans.apply({ file: planFile(file) }, { ...(o.moveTenants ? { moveTenants: o.moveTenants } : {}), dropHistory: Boolean(o.dropHistory) }, CLI));
       print(flags(), d, () => showDiff(d, true));
     });
   plans.command('types [file]').description('Write a .d.ts of the plans\' metric, tier and feature names, so a misspelt metric fails to compile')
@@ -503,7 +543,7 @@ export function buildCli(): Command {
   quotas.command('show <tenant>').description('Each quota\'s limit and whether it comes from the tier or an override')
     .addHelpText('after', '\nExample:\n  tenantry quotas show acme-corp')
     .action(async (tenant: string) => {
-      const q = await withTenantry((tn) => tn.quotas.effectiveQuotas(tenant));
+      const q = await withTenantry(async (tn) => tn.quotas.effectiveQuotas((await tenantFor(tn, tenant, 'read')).id));
       print(flags(), q, () => table(Object.entries(q).map(([quota, v]) => ({ quota, ...v, limit: v.limit ?? 'unlimited' })), ['quota', 'limit', 'source']));
     });
   quotas.command('set <tenant> <assignments...>').description('Override quotas: quota=value, or quota=tier to remove the override')
@@ -515,7 +555,7 @@ export function buildCli(): Command {
         if (!k || v === undefined) throw new TenantryError('INVALID_INPUT', `Write each override as quota=value (or quota=tier), got ${JSON.stringify(a)}.`);
         overrides[k] = v === 'tier' ? null : Number(v);
       }
-      const q = await withTenantry((tn) => tn.quotas.setOverrides(tenant, overrides, { actor: 'cli' }));
+      const q = await withTenantry(async (tn) => tn.quotas.setOverrides((await tenantFor(tn, tenant, 'operator')).id, overrides, CLI));
       print(flags(), q, () => table(Object.entries(q).map(([quota, v]) => ({ quota, ...v })), ['quota', 'limit', 'source']));
     });
 
@@ -524,13 +564,13 @@ export function buildCli(): Command {
     .option('-n, --limit <n>', 'how many', (v) => Number(v), 20)
     .addHelpText('after', '\nExample:\n  tenantry audit tail acme-corp -n 50')
     .action(async (tenant: string, o: { limit: number }) => {
-      const entries = await withTenantry((tn) => tn.audit(tenant, { limit: o.limit }));
+      const entries = await withTenantry(async (tn) => tn.audit((await tenantFor(tn, tenant, 'admin')).id, { limit: o.limit }));
       print(flags(), entries, () => table(entries.map((e) => ({ ...e, details: JSON.stringify(e.details) })).reverse(), ['id', 'createdAt', 'actor', 'action', 'target', 'details']));
     });
   audit.command('verify <tenant>').description('Recompute the hash chain; exit 5 and name the first broken entry if tampered')
     .addHelpText('after', '\nExample:\n  tenantry audit verify acme-corp')
     .action(async (tenant: string) => {
-      const r = await withTenantry((tn) => tn.verifyAudit(tenant));
+      const r = await withTenantry(async (tn) => tn.verifyAudit((await tenantFor(tn, tenant, 'admin')).id));
       print(flags(), r, () => r.ok ? `ok: ${r.entries} entries, chain intact` : `BROKEN at entry ${r.firstBroken!.id} (#${r.firstBroken!.chainSeq}): ${r.firstBroken!.reason}`);
       if (!r.ok) process.exitCode = EXIT.CHECK_FAILED;
     });
@@ -616,7 +656,7 @@ export function buildCli(): Command {
     .option('--older-than <seconds>', 'treat provisioning older than this as crashed', (v) => Number(v))
     .addHelpText('after', '\nExamples:\n  tenantry repair\n  tenantry repair --older-than 0 --json')
     .action(async (o: { olderThan?: number }) => {
-      const r = await withTenantry((tn) => tn.repair({ actor: 'cli', ...(o.olderThan !== undefined ? { olderThanSeconds: o.olderThan } : {}) }));
+      const r = await withTenantry((tn) => tn.repair({ ...CLI, ...(o.olderThan !== undefined ? { olderThanSeconds: o.olderThan } : {}) }));
       print(flags(), r, () => [
         `stuck tenants removed: ${r.stuckTenants.map((t) => t.slug).join(', ') || 'none'}`,
         `orphan databases removed: ${r.orphanDatabases.join(', ') || 'none'}`,

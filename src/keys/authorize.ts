@@ -12,7 +12,7 @@ import { parseApiKey, type Scope } from './api-keys.js';
 import type { KeyAuthority } from '../members/roles.js';
 
 export type Principal =
-  | { kind: 'operator' }
+  | { kind: 'operator'; /** the process acting as the operator (the CLI: 'cli'), named in the audit log */ via?: string }
   | { kind: 'tenant'; tenant: Tenant; keyId: string; permissions: Scope[]; authority: KeyAuthority };
 
 /** Where a request may name its tenant. */
@@ -68,6 +68,23 @@ export async function authorizeTenant(tenantry: Tenantry, p: Principal, idOrSlug
   if (need === 'operator') throw new TenantryError('FORBIDDEN', 'This route needs the operator token; tenant API keys cannot use it.');
   requireScope(p, need);
   return p.tenant;
+}
+
+/**
+ * The principal of a process that holds the installation's own database credentials (DATABASE_URL):
+ * the CLI. Whoever can log in as the catalog's owner can already do everything the operator token can,
+ * so such a process acts as the operator; there is no narrower principal to check it against. Its
+ * commands still go through the rules here (requireOperator, authorizeTenant with the scope the same
+ * HTTP route needs) and `via` names it in the audit log.
+ */
+export function localOperator(via: string): Principal {
+  return { kind: 'operator', via };
+}
+
+/** Who a change is done by, as the audit log records it: a key (with its authority, which the library enforces), or the operator. */
+export function auditActor(p: Principal | null | undefined): { actor: string; authority?: KeyAuthority } {
+  if (p?.kind === 'tenant') return { actor: `key:${p.keyId}`, authority: p.authority };
+  return { actor: p?.via ?? 'operator' };
 }
 
 export function requireOperator(p: Principal | null | undefined): void {

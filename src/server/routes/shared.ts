@@ -8,7 +8,7 @@ import type { Tenantry } from '../../tenantry.js';
 import type { Tenant } from '../../tenants/model.js';
 import type { Scope } from '../../keys/api-keys.js';
 import type { KeyAuthority } from '../../members/roles.js';
-import { authorizeTenant, requireOperator, resolveRequestTenant } from '../../keys/authorize.js';
+import { auditActor, authorizeTenant, requireOperator, resolveRequestTenant } from '../../keys/authorize.js';
 import type * as S from '../schemas.js';
 
 /** The options every route plugin is registered with (a type alias: Fastify's plugin options are a record). */
@@ -42,11 +42,7 @@ export function tenantView(t: Tenant): S.TenantView {
  * are not limited).
  */
 export function actor(req: FastifyRequest): { actor: string; requestId: string; authority?: KeyAuthority } {
-  return {
-    actor: req.principal?.kind === 'tenant' ? `key:${req.principal.keyId}` : 'operator',
-    requestId: req.idempotency?.requestId ?? String(req.id),
-    ...(req.principal?.kind === 'tenant' ? { authority: req.principal.authority } : {}),
-  };
+  return { ...auditActor(req.principal), requestId: req.idempotency?.requestId ?? String(req.id) };
 }
 
 /** The access rules of the routes, bound to one server's deps. */
