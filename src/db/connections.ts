@@ -55,6 +55,19 @@ export function connect(url: string, overrides: PgOptions = {}): Sql {
   });
 }
 
+/**
+ * Lifetime, in seconds, of the privileged pools on data databases (Tenantry.adminTo: schema creates,
+ * tenant migrations). While 10,000 schema tenants were being created, the shared database's four admin
+ * backends each burned a fifth of a core on small statements and the creates slowed from 55 s to 260 s
+ * per 500 (the machine's load rose too). The likely cause: a backend that runs DDL for tenant after
+ * tenant keeps catalog cache entries for each (negative ones too: unqualified names are looked up in
+ * each tenant's schema first), never freed while it lives, and its invalidation work grows with them.
+ * Not yet measured at 10,000 with this bound. postgres.js closes a connection past its lifetime only
+ * between transactions, and the next statement opens a fresh one (a few milliseconds a minute). (The
+ * runtime pools are recycled by PoolBudget, by transaction count.)
+ */
+export const DATA_ADMIN_MAX_LIFETIME_SECONDS = 60;
+
 /** Seconds before the n-th reconnect in a row: 0.1, 0.2, 0.4, ... capped at 1, with jitter. */
 export function reconnectBackoff(attempt: number): number {
   return Math.min(0.05 * 2 ** attempt, 1) * (0.5 + Math.random() / 2);
