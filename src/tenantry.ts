@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { resolveOptions, type TenantryOptions, type ResolvedOptions } from './config.js';
 import { silentLogger, type Logger } from './logger.js';
 import { TenantryError } from './errors.js';
-import { connect, PoolBudget } from './db/connections.js';
+import { connect, PoolBudget, DATA_ADMIN_MAX_LIFETIME_SECONDS } from './db/connections.js';
 import { runInTenant, runAsTenantRole, runtimePool, healOnAuthFailure } from './isolation/tenant-transaction.js';
 import { pgbouncerConfig, type PgBouncerConfig, type PgBouncerConfigOptions } from './db/pgbouncer-config.js';
 import { loadSqlGuard, checkTenantSql } from './isolation/sql-guard.js';
@@ -298,7 +298,7 @@ export class Tenantry {
     const directUrl = opts.directUrl ?? url;
     const admin = connect(directUrl, { max: 10 });
     const direct = admin;
-    const adminTo = (database: string, max = 2): Sql => connect(directUrl, { database, max, idle_timeout: 10 });
+    const adminTo = (database: string, max = 2): Sql => connect(directUrl, { database, max, idle_timeout: 10, max_lifetime: DATA_ADMIN_MAX_LIFETIME_SECONDS });
     const migrations = loadMigrationFiles(opts.tenantMigrations);
     const roles = installationRoles(opts.namespace);
     const sharedDatabase = `${opts.namespace}_shared`;
