@@ -216,7 +216,12 @@ export class TenantCrypto {
 
   /** Any tenant that still exists, whatever its status: a suspended or soft-deleted tenant's data stays readable to the app. */
   private async tenantFor(idOrSlug: string): Promise<{ id: string }> {
-    const t = await this.tenants.get(idOrSlug);
+    // the tenant cache of the hot path (withTenant's), dropped on every change and in every process by NOTIFY
+    let t = typeof idOrSlug === 'string' ? this.core.cache.get(idOrSlug) : undefined;
+    if (!t) {
+      t = await this.tenants.get(idOrSlug);
+      this.core.cache.set(t);
+    }
     if (t.status === 'provisioning') throw new TenantryError('TENANT_NOT_READY', `Tenant "${t.slug}" is still being provisioned.`, { tenantId: t.id });
     return t;
   }
