@@ -1,8 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import os from 'node:os';
 import path from 'node:path';
@@ -368,6 +368,29 @@ test('hostile ids and bodies answer 4xx with their codes, and start nothing', { 
   }
   const after = await inst.su<{ n: string }[]>`select count(*) as n from tenantry_catalog.operations`;
   assert.equal(after[0]!.n, before[0]!.n, 'no operation was started by a refused request');
+});
+
+test('an operation whose process kept dying is failed with OPERATION_INTERRUPTED after its last start, its partial backup removed', { timeout: 120_000 }, async () => {
+  const t = await tenantWithNotes('schema', 'interrupted', 1);
+  const id = randomUUID();
+  const backupId = randomUUID();
+  // the state three dead runs leave: the operation running, a table file of the backup and no manifest
+  await inst.su`insert into tenantry_catalog.operations (id, kind, tenant_id, status, state, attempts, actor)
+                values (${id}, 'backup', ${t.id}, 'running', ${inst.su.json({ backupId })}, 3, 'operator')`;
+  mkdirSync(path.join(backupDir, t.id, backupId), { recursive: true });
+  writeFileSync(path.join(backupDir, t.id, backupId, '000-notes.copy.gz'), 'partial');
+  const op = await inst.tenantry.operations.run(id);
+  assert.equal(op.status, 'failed');
+  assert.equal(op.error?.code, 'OPERATION_INTERRUPTED');
+  assert.equal(op.attempts, 4);
+  assert.match(op.error!.message, /undone.*start it again/);
+  assert.equal(existsSync(path.join(backupDir, t.id, backupId)), false, 'the partial backup is gone');
+  const polled = await call('get', `/v1/operations/${id}`);
+  assert.equal(polled.body.status, 'failed');
+  assert.equal(polled.body.error.code, 'OPERATION_INTERRUPTED');
+  assert.deepEqual((await call('get', `/v1/tenants/${t.id}/backups`)).body.items, []);
+  // finished is finished: running it again changes nothing
+  assert.equal((await inst.tenantry.operations.run(id)).attempts, 4);
 });
 
 test('restart mid-operation: the worker running a backup is SIGKILLed; another process retries it, replaces the partial files and finishes', { timeout: 300_000 }, async () => {
