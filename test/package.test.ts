@@ -165,3 +165,72 @@ export async function check(): Promise<void> {
   const r = await run(tsc, ['--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', '', 'types.ts'], { cwd: app });
   assert.equal(r.code, 0, `the consumer's types did not compile:\n${r.stdout}\n${r.stderr}`);
 });
+
+test('every entry point in "exports" is in the tarball; tenantry/pg loads without any optional peer installed', async () => {
+  const exportsMap = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, string | { types: string; import: string }> }).exports;
+  for (const [name, target] of Object.entries(exportsMap)) {
+    const files = typeof target === 'string' ? [target] : [target.types, target.import];
+    for (const f of files) assert.ok(packed.includes(f.replace(/^\.\//, '')), `${name}: ${f} is packed`);
+  }
+  // drizzle-orm, kysely, express and hono are optional peers: nothing but their own entry points needs them
+  const r = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('tenantry/pg'); const root = await import('tenantry'); console.log(typeof m.tenantPg, typeof root.Tenantry)"], { cwd: app });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout.trim(), 'function function');
+});
+
+test('the entry points\' types resolve for a user who installs the optional peers (fastify, express, hono, drizzle, kysely, pg, client)', async () => {
+  const peers = await run('npm', ['install', 'express@^5', '@types/express@^5', 'hono@^4', 'drizzle-orm@^0.45', 'kysely@^0.28', 'kysely-postgres-js@^3', '--prefer-offline', '--no-audit', '--no-fund'], { cwd: app, timeoutMs: 600_000 });
+  assert.equal(peers.code, 0, `installing the optional peers failed:\n${peers.stdout}\n${peers.stderr}`);
+  assert.doesNotMatch(peers.stdout + peers.stderr, /ERESOLVE|EBADENGINE/, 'the peer ranges accept current versions on this Node');
+  writeFileSync(path.join(app, 'entry-points.ts'), `
+import Fastify from 'fastify';
+import express from 'express';
+import { Hono } from 'hono';
+import { Tenantry, type Tenant } from 'tenantry';
+import { tenantryPlugin } from 'tenantry/fastify';
+import { tenantry as tenantryExpress, tenantryErrors, type TenantRequest } from 'tenantry/express';
+import { tenantry as tenantryHono, tenantryOnError, type TenantryVariables } from 'tenantry/hono';
+import { tenantDrizzle } from 'tenantry/drizzle';
+import { tenantKysely } from 'tenantry/kysely';
+import { tenantPg, type TenantPgResult } from 'tenantry/pg';
+import { createTenantryClient } from 'tenantry/client';
+import { pgTable, text } from 'drizzle-orm/pg-core';
+declare const t: Tenantry;
+const agents = pgTable('agents', { name: text('name').notNull() });
+interface DB { agents: { name: string } }
+export async function check(): Promise<void> {
+  const f = Fastify();
+  await f.register(tenantryPlugin, { tenantry: t });
+  f.get('/a', async (req) => { const tenant: Tenant | null = req.tenant; return req.withTenant((sql) => sql\`select \${tenant?.id ?? ''}::text\`); });
+  const e = express();
+  e.get('/a', tenantryExpress({ tenantry: t }), (req, res) => { const tenant: Tenant = (req as TenantRequest).tenant; res.json(tenant.slug); });
+  e.use(tenantryErrors());
+  const h = new Hono<{ Variables: TenantryVariables }>();
+  h.use('/api/*', tenantryHono({ tenantry: t }));
+  h.get('/api/a', (c) => c.json(c.get('tenant').slug));
+  h.onError(tenantryOnError);
+  const names: string[] = await tenantDrizzle(t, 'acme', async (db) => (await db.select().from(agents)).map((r) => r.name));
+  const viaKysely: { name: string }[] = await tenantKysely<DB, { name: string }[]>(t, 'acme', (db) => db.selectFrom('agents').select('name').execute());
+  const viaPg: TenantPgResult<{ name: string }> = await tenantPg(t, 'acme', (client) => client.query<{ name: string }>('select name from agents'));
+  // @ts-expect-error tenantPg's callback gets a client, not a string
+  await tenantPg(t, 'acme', async (client: string) => client);
+  const api = createTenantryClient({ baseUrl: 'http://localhost:8080', token: 'x' });
+  // @ts-expect-error the Express middleware is express's RequestHandler (an error only when express's types resolve)
+  const notAHandler: number = tenantryExpress({ tenantry: t });
+  // @ts-expect-error the Hono middleware is hono's MiddlewareHandler (likewise for hono's types)
+  const notAMiddleware: number = tenantryHono({ tenantry: t });
+  // @ts-expect-error the Fastify plugin is a fastify plugin (likewise for fastify's types)
+  const notAPlugin: number = tenantryPlugin;
+  // @ts-expect-error Drizzle's database is typed (drizzle-orm's types resolve)
+  await tenantDrizzle(t, 'acme', async (db) => { const n: number = db.select; return n; });
+  // @ts-expect-error Kysely's instance is typed (kysely's types resolve)
+  await tenantKysely<DB, void>(t, 'acme', async (db) => { db.selectFrom('no_such_table'); });
+  void [names, viaKysely, viaPg, api, notAHandler, notAMiddleware, notAPlugin];
+}
+`);
+  const tsc = path.join(ROOT, 'node_modules', '.bin', 'tsc');
+  // skipLibCheck (as a user's build has) turns a module a .d.ts cannot resolve into any: the
+  // expect-error lines above fail the compile ("unused") if express's, hono's or fastify's types did not resolve
+  const r = await run(tsc, ['--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', '', 'entry-points.ts'], { cwd: app, timeoutMs: 300_000 });
+  assert.equal(r.code, 0, `the entry points' declarations did not compile for a user:\n${r.stdout}\n${r.stderr}`);
+});
