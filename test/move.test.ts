@@ -368,3 +368,22 @@ test('a tier whose plan grants dedicated_database moves its tenant to database m
   await inst.tenantry.tenants.update(t.id, { tier: 'enterprise' });
   assert.equal((await pending()).length, 0);
 });
+
+test('another process\'s tenant cache learns of the switch at once: its next read finds every row in the new placement', { timeout: 300_000 }, async () => {
+  const { Tenantry } = await import('../src/index.js');
+  const other = await Tenantry.open({ databaseUrl: inst.adminUrl, namespace: inst.namespace, tenantMigrations: dir, maxConnections: 4, tenantCacheTtlMs: 600_000 });
+  try {
+    const t = await tenantWithRows('database', 'cache');
+    const original = await rowsOf(t.id);
+    // the other instance caches the tenant (placement: its own database) for ten minutes
+    assert.equal((await other.withTenant(t.id, (sql) => sql<{ n: number }[]>`select count(*)::int as n from docs`))[0]!.n, original.docs.length);
+    await inst.tenantry.tenants.move(t.id, { to: 'pooled' });
+    // the old database is gone: a stale cache would fail here; the NOTIFY dropped it
+    const seen = await other.withTenant(t.id, async (sql) => (await sql<{ r: string }[]>`select (to_jsonb(d) - 'tenant_id')::text as r from docs d order by id`).map((x) => x.r));
+    assert.deepEqual(seen, original.docs);
+    await other.withTenant(t.id, (sql) => sql`insert into docs (title) values ('written by the other process')`);
+    assert.equal((await rowsOf(t.id)).docs.length, original.docs.length + 1);
+  } finally {
+    await other.close();
+  }
+});
