@@ -184,6 +184,10 @@ test('hard delete purges only the tenant\'s objects; with the store away the pur
     const owed = (await via.pendingPurges()).filter((p) => p.tenantId === t);
     assert.deepEqual(owed.map((p) => p.target), ['objects']);
     assert.deepEqual(await bucketKeys(`${PREFIX}/tenants/${t}/`), [`${PREFIX}/tenants/${t}/left/behind.txt`]);
+    // doctor names a purge owed for longer than 5 minutes, with the command that finishes it
+    await inst.su`update tenantry_catalog.tenant_purges set created_at = now() - interval '10 minutes' where tenant_id = ${t}`;
+    const named = (await via.doctor()).checks.filter((c) => c.check === 'external-purges');
+    assert.ok(named.some((c) => !c.ok && c.message.includes(t) && /keys purges --run/.test(c.fix ?? '')), JSON.stringify(named));
     await proxy.up();
     let done = 0;
     for (let i = 0; i < 20 && done < 1; i++) {
@@ -193,6 +197,7 @@ test('hard delete purges only the tenant\'s objects; with the store away the pur
     assert.equal(done, 1);
     assert.deepEqual(await bucketKeys(`${PREFIX}/tenants/${t}/`), []);
     assert.deepEqual((await via.pendingPurges()).filter((p) => p.tenantId === t), []);
+    assert.ok((await via.doctor()).checks.some((c) => c.check === 'external-purges' && c.ok));
     assert.equal((await via.verifyAudit(t)).ok, true);
   } finally {
     await proxy.close();

@@ -50,6 +50,16 @@ export async function runDoctor(core: Core, opts: { onProgress?: (p: { done: num
     else pass('runtime-role', `${roles.runtime} is NOSUPERUSER NOBYPASSRLS and a member of no role.`);
   }
 
+  // 1a. hard deletes whose purge outside PostgreSQL (Redis keys and ACL user, objects) has not finished
+  const owed = await admin<{ tenant_id: string; target: string; attempts: number; last_error: string | null }[]>`
+    select tenant_id, target, attempts, last_error from tenantry_catalog.tenant_purges
+    where created_at < now() - interval '5 minutes' order by created_at limit 20`;
+  if (owed.length) {
+    for (const o of owed) fail('external-purges', `Hard-deleted tenant ${o.tenant_id} still has its ${o.target === 'objects' ? 'objects' : o.target === 'cache' ? 'Redis keys' : 'Redis ACL user'} (${o.attempts} attempts; last error: ${o.last_error ?? 'none'}).`, 'Make Redis / the object store reachable, then run `tenantry keys purges --run` (the job runner retries every minute).');
+  } else {
+    pass('external-purges', 'No hard delete owes a purge of Redis keys, Redis users or objects for longer than 5 minutes.');
+  }
+
   // 1b. no role defaults on Tenantry's login roles: SQL run as them may plant some (ALTER ROLE CURRENT_USER SET)
   const planted = await admin<{ rolname: string; datname: string | null; setconfig: string[] }[]>`
     select r.rolname, d.datname, s.setconfig from pg_db_role_setting s
