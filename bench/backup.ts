@@ -30,7 +30,7 @@ async function haveTool(name: string): Promise<boolean> {
 export async function benchBackup({ version, fresh }: BenchContext): Promise<string> {
   const rows = intFromEnv('BENCH_BACKUP_ROWS', 1_000_000, 1);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tenantry-bench-backup-'));
-  const inst = await fresh({ backupDir: path.join(dir, 'store'), schemaPoolSize: 0 });
+  const inst = await fresh({ backupDir: path.join(dir, 'store'), schemaPoolSize: 0, maxConnections: 6 });
   const tools = (await haveTool('pg_dump')) && (await haveTool('pg_restore'));
   const u = new URL(SUPERUSER_URL);
   const suUrl = (db: string): string => inst.urlFor(db, decodeURIComponent(u.username) || 'postgres', decodeURIComponent(u.password));
