@@ -431,7 +431,7 @@ export const MIN_ADMIN_KEY_LENGTH = 32;
 function scheduleFromEnv(value: string): Record<string, number> {
   const out: Record<string, number> = {};
   for (const part of value.split(',').map((p) => p.trim()).filter(Boolean)) {
-    const m = /^([a-z.]+)=(\d+)$/.exec(part);
+    const m = /^([a-z][a-z._]*)=(\d+)$/.exec(part);
     if (!m) throw new TenantryError('INVALID_CONFIG', `TENANTRY_SCHEDULE is task=seconds pairs separated by commas, got ${JSON.stringify(part)}.`);
     out[m[1]!] = Number(m[2]);
   }
