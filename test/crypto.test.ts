@@ -2,6 +2,8 @@ import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
@@ -297,6 +299,12 @@ test('Vault transit KMS (loopback stand-in): data keys wrapped by Vault; after a
     const wrongToken = await another({ kms: 'vault', vault: { address, token: 'wrong', key: 'tenantry-kek' }, dataKeyCacheTtlMs: 0 });
     const err = await rejectsWith(wrongToken.crypto.decrypt(t.id, ct, { context: 'k' }), 'KMS_UNAVAILABLE', /403/);
     assert.ok(!err.message.includes('wrong') && !JSON.stringify(err.toJSON()).includes(token));
+    // a local-key process meets Vault-wrapped keys: rotate-master reports them and goes on
+    const local = await another({ masterKey: K2, previousMasterKeys: [K1] });
+    const mixed = await local.crypto.rotateMasterKey();
+    assert.ok(mixed.failed.some((f) => f.tenantId === t.id), JSON.stringify(mixed));
+    // the Vault tenants leave (shredded) so that the other tests see local keys only
+    for (const id of [t.id, u.id]) await vault.tenants.delete(id, { hard: true, force: true });
   } finally {
     await new Promise<void>((r) => v.server.close(() => r()));
   }
@@ -311,3 +319,26 @@ function readTree(dir: string): string {
   }
   return out;
 }
+
+test('CLI: tenantry keys rotate-master re-wraps under the new master key and a second run has nothing left (resumable)', { timeout: 240_000 }, async () => {
+  const t = await inst.tenantry.tenants.create({ slug: slug('cli'), isolation: 'pooled' });
+  const ct = await inst.tenantry.crypto.encrypt(t.id, 'via the CLI');
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const run = (): Promise<{ code: number; out: string; err: string }> => new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'keys', 'rotate-master', '--batch', '2', '--json'], {
+      cwd: root, timeout: 200_000,
+      env: { ...process.env, DATABASE_URL: inst.adminUrl, TENANTRY_NAMESPACE: inst.namespace, TENANTRY_MASTER_KEY: K2, TENANTRY_MASTER_KEY_PREVIOUS: K1, TENANTRY_CONFIG: '', LOG_LEVEL: 'silent' },
+    }, (err, out, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out, err: stderr }));
+  });
+  const first = await run();
+  assert.equal(first.code, 0, first.err);
+  const r1 = JSON.parse(first.out) as { checked: number; rewrapped: number; failed: unknown[] };
+  assert.ok(r1.rewrapped >= 1 && r1.failed.length === 0, first.out);
+  const second = await run();
+  assert.equal(second.code, 0, second.err);
+  assert.equal((JSON.parse(second.out) as { rewrapped: number }).rewrapped, 0);
+  // the key material never reaches the output
+  assert.ok(!first.out.includes(K1) && !first.out.includes(K2) && !first.err.includes(K2));
+  const onlyNew = await another({ masterKey: K2 });
+  assert.equal((await onlyNew.crypto.decrypt(t.id, ct)).toString(), 'via the CLI');
+});

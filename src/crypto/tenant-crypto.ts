@@ -31,7 +31,7 @@ export interface MasterRotationReport {
   checked: number;
   /** data keys re-wrapped under the current key-encryption key */
   rewrapped: number;
-  /** data keys that did not unwrap (altered in the catalog): left as they were */
+  /** data keys that did not unwrap (altered in the catalog, or wrapped by a key-encryption key this process lacks): left as they were */
   failed: { tenantId: string; version: number }[];
 }
 
@@ -168,9 +168,10 @@ export class TenantCrypto {
         try {
           redone.push({ tenantId: r.tenant_id, version: r.version, old: r.wrapped, w: await kms.rewrap(w, dataKeyAad(r.tenant_id, r.version)) });
         } catch (err) {
-          // a key that does not unwrap (altered in the catalog) is reported and left as it is; the
-          // rest are re-wrapped. An unreachable KMS stops the run (run it again later: it resumes).
-          if (!(err instanceof TenantryError) || err.code !== 'DECRYPT_FAILED') throw err;
+          // a key that does not unwrap (altered in the catalog, or wrapped by a master key this
+          // process lacks) is reported and left as it is; the rest are re-wrapped. An unreachable KMS
+          // stops the run (run it again later: it resumes).
+          if (!(err instanceof TenantryError) || (err.code !== 'DECRYPT_FAILED' && err.code !== 'KEY_UNAVAILABLE')) throw err;
           report.failed.push({ tenantId: r.tenant_id, version: r.version });
         }
       }
