@@ -42,6 +42,8 @@ function exitCodeFor(err: unknown): number {
     case 'BACKUP_NOT_FOUND': return EXIT.NOT_FOUND;
     case 'BACKUP_INVALID': return EXIT.CHECK_FAILED;
     case 'BACKUP_TOO_NEW': return EXIT.CONFLICT;
+    case 'MOVE_NOT_NEEDED': case 'MOVE_IN_PROGRESS': case 'MOVE_CANCELLED': case 'TENANT_MOVING': return EXIT.CONFLICT;
+    case 'MOVE_NOT_FOUND': return EXIT.NOT_FOUND;
     case 'RESTORE_CONFIRMATION_REQUIRED': return EXIT.USAGE;
     case 'DOMAIN_INVALID': return EXIT.USAGE;
     case 'DOMAIN_NOT_FOUND': return EXIT.NOT_FOUND;
@@ -106,6 +108,23 @@ function backupBar(f: GlobalFlags): { update: (p: BackupProgress) => void; stop:
         bar.start(p.total, 0, { step: p.step, table: '' });
       }
       bar.setTotal(p.total);
+      bar.update(p.done, { step: p.step, table: p.table ?? '' });
+    },
+    stop: () => { if (!stopped) { stopped = true; bar?.stop(); } },
+  };
+}
+
+/** A progress bar on stderr for the steps of a move (none with --json or when stderr is not a terminal). */
+function moveBar(f: GlobalFlags): { update: (p: BackupProgress) => void; stop: () => void } {
+  let bar: cliProgress.SingleBar | undefined;
+  let stopped = false;
+  return {
+    update: (p) => {
+      if (f.json || !process.stderr.isTTY || stopped) return;
+      if (!bar) {
+        bar = new cliProgress.SingleBar({ stream: process.stderr, format: 'move {bar} {value}/{total} {step} {table}', hideCursor: true }, cliProgress.Presets.shades_classic);
+        bar.start(p.total, 0, { step: p.step, table: '' });
+      }
       bar.update(p.done, { step: p.step, table: p.table ?? '' });
     },
     stop: () => { if (!stopped) { stopped = true; bar?.stop(); } },
@@ -258,6 +277,31 @@ export function buildCli(): Command {
         bar.stop();
         print(flags(), { tenant: tenantView(r.tenant), rows: r.rows }, () => `cloned ${r.rows} rows into ${r.tenant.slug} (${r.tenant.id}, ${r.tenant.isolation})`);
       } finally { bar.stop(); }
+    });
+
+  // ---- moves between isolation modes (issue #14) ----
+  program.command('move <tenant>').description('Move a tenant to another isolation mode, online: writes go on during the copy and are refused (TENANT_MOVING) only for the final catch-up')
+    .requiredOption('--to <mode>', 'pooled, schema or database')
+    .addHelpText('after', '\nExamples:\n  tenantry move acme-corp --to database\n  tenantry move acme-corp --to pooled --json\n\nCtrl-C before the switch cancels the move and undoes it; the tenant stays where it was.')
+    .action(async (tenant: string, o: { to: string }) => {
+      const bar = moveBar(flags());
+      const cancel = new AbortController();
+      const onSigint = (): void => cancel.abort();
+      process.once('SIGINT', onSigint);
+      try {
+        const r = await withTenantry((tn) => tn.tenants.move(tenant, { to: o.to as Isolation, ...CLI, onProgress: bar.update, signal: cancel.signal }));
+        bar.stop();
+        print(flags(), { moveId: r.moveId, tenant: tenantView(r.tenant), from: r.from, to: r.to, rows: r.rows, readOnlyMs: r.readOnlyMs, totalMs: r.totalMs },
+          () => `moved ${r.tenant.slug} from ${r.from} to ${r.to} mode: ${r.rows} rows in ${r.totalMs} ms, read-only for ${r.readOnlyMs} ms (move ${r.moveId})`);
+      } finally {
+        process.removeListener('SIGINT', onSigint);
+        bar.stop();
+      }
+    });
+  program.command('moves <tenant>').description('A tenant\'s moves between isolation modes, newest first')
+    .action(async (tenant: string) => {
+      const list = await withTenantry((tn) => tn.moves.list(tenant));
+      print(flags(), list, () => table(list.map((m) => ({ ...m })), ['id', 'from', 'to', 'phase', 'rows', 'readOnlyMs', 'startedAt', 'error']));
     });
 
   program.command('worker')
