@@ -286,7 +286,7 @@ test('repair --json: reports and removes an orphan schema; a second run finds no
   try {
     await shared.unsafe(`create schema "${orphan}"`);
     const first = ok(await cli(['repair', '--older-than', '0', '--json']), 'repair');
-    assert.deepEqual(Object.keys(first).sort(), ['orphanDatabases', 'orphanRoles', 'orphanSchemas', 'orphanedClaims', 'restoredRoles', 'stuckTenants']);
+    assert.deepEqual(Object.keys(first).sort(), ['moves', 'orphanDatabases', 'orphanRoles', 'orphanSchemas', 'orphanedClaims', 'restoredRoles', 'stuckTenants']);
     assert.deepEqual(first.orphanSchemas, [orphan]);
     assert.deepEqual(first.stuckTenants, []);
     assert.equal((await shared`select 1 from pg_namespace where nspname = ${orphan}`).length, 0, 'the orphan schema is gone');
