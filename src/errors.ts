@@ -59,6 +59,11 @@ export const ERROR_CODES = {
   BACKUP_TOO_NEW: { status: 409, title: 'The backup was taken at a newer tenant migration version than this installation has' },
   RESTORE_CONFIRMATION_REQUIRED: { status: 400, title: 'Restoring over a tenant replaces its data: confirm it' },
   TENANT_MOVING: { status: 409, title: 'The tenant is being moved; writes are refused for a moment, retry shortly' },
+  MOVE_NOT_NEEDED: { status: 409, title: 'The tenant is already in that isolation mode' },
+  MOVE_IN_PROGRESS: { status: 409, title: 'The tenant is already being moved' },
+  MOVE_FAILED: { status: 500, title: 'The move failed and was undone; the tenant stays where it was' },
+  MOVE_CANCELLED: { status: 409, title: 'The move was cancelled and undone; the tenant stays where it was' },
+  MOVE_NOT_FOUND: { status: 404, title: 'Move not found' },
   DECRYPT_FAILED: { status: 422, title: 'The ciphertext does not decrypt for this tenant and context' },
   ENCRYPTION_NOT_CONFIGURED: { status: 501, title: 'Encryption needs a master key (TENANTRY_MASTER_KEY) or a KMS' },
   KMS_UNAVAILABLE: { status: 503, title: 'The key-management service is unreachable or refused the request' },
@@ -68,11 +73,6 @@ export const ERROR_CODES = {
   OBJECT_STORE_NOT_CONFIGURED: { status: 501, title: 'Object storage needs a bucket (TENANTRY_OBJECT_STORE_BUCKET)' },
   OBJECT_STORE_UNAVAILABLE: { status: 503, title: 'The object store is unreachable right now' },
   OBJECT_NOT_FOUND: { status: 404, title: 'Object not found' },
-  MOVE_NOT_NEEDED: { status: 409, title: 'The tenant is already in that isolation mode' },
-  MOVE_IN_PROGRESS: { status: 409, title: 'The tenant is already being moved' },
-  MOVE_FAILED: { status: 500, title: 'The move failed and was undone; the tenant stays where it was' },
-  MOVE_CANCELLED: { status: 409, title: 'The move was cancelled and undone; the tenant stays where it was' },
-  MOVE_NOT_FOUND: { status: 404, title: 'Move not found' },
   DOMAIN_INVALID: { status: 400, title: 'The domain name is not valid' },
   DOMAIN_TAKEN: { status: 409, title: 'The domain is verified by another tenant' },
   DOMAIN_NOT_FOUND: { status: 404, title: 'Domain not found' },
@@ -84,6 +84,8 @@ export const ERROR_CODES = {
   BILLING_PROVIDER_FAILED: { status: 502, title: 'The billing provider refused or failed the request' },
   OPERATION_NOT_FOUND: { status: 404, title: 'Operation not found' },
   OPERATION_INTERRUPTED: { status: 500, title: 'The operation was interrupted too many times (its process kept dying); what it did was undone' },
+  WEBHOOK_DELIVERY_NOT_FOUND: { status: 404, title: 'Webhook delivery not found' },
+  WEBHOOK_DELIVERY_PENDING: { status: 409, title: 'The webhook delivery is still being attempted; redeliver it once it has succeeded or failed' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -37,6 +37,7 @@ import { verifyAuditChain, type AuditVerification } from './audit/verify.js';
 import { IdempotencyStore } from './idempotency/idempotency.js';
 import { migrateTenants, migrationStatus, recordMigrationFiles, type MigrateOptions, type MigrateReport } from './migrations/tenant-runner.js';
 import { TenantryEventEmitter } from './events.js';
+import { migrationOverview, recordMigrationRun, type MigrationOverview } from './migrations/run-history.js';
 import { SchemaPool } from './provisioning/schema-pool.js';
 import { RolePool } from './provisioning/role-pool.js';
 import { PlanState, loadPlans } from './plans/state.js';
@@ -51,6 +52,7 @@ import { WebhookService } from './webhooks/webhooks.js';
 import { BackupService } from './backup/backup.js';
 import { MoveService } from './move/move.js';
 import { isMovingRefusal } from './move/change-log.js';
+import { moveOnTierChange } from './move/tier-moves.js';
 import { LocalBackupStore, lazyStore } from './backup/store.js';
 import { TenantCrypto } from './crypto/tenant-crypto.js';
 import { LocalKms, type Kms } from './crypto/kms.js';
@@ -167,6 +169,8 @@ export class Tenantry {
         ? lazyStore('s3', async () => new (await import('./backup/s3-store.js')).S3BackupStore(core.opts.backupS3!))
         : new LocalBackupStore(core.opts.backupDir)));
     this.operations = checkingInputs(new OperationService(core, this.tenants, this.backups));
+    // a tier whose plan grants dedicated_database moves its tenants there (an operation, in the tier change's transaction)
+    this.tenants.attachTierChange((tx, tenant, tier) => moveOnTierChange(core, this.operations, tx, tenant, tier));
     this.domains = checkingInputs(new DomainService(core, this.tenants));
     this.billing = checkingInputs(new BillingService(core, this.tenants));
     this.crypto = checkingInputs(new TenantCrypto(core, this.tenants, kmsOf(core)));
@@ -529,6 +533,8 @@ export class Tenantry {
     const report = await migrateTenants(this.core, opts);
     // pool schemas behind the latest version are replaced
     if (!opts.dryRun) this.core.schemaPool.refill();
+    // the console's migrations page shows the last run's failures
+    if (!opts.dryRun) await recordMigrationRun(this.core, report);
     return report;
   }
 
@@ -536,6 +542,12 @@ export class Tenantry {
   migrationStatus(): ReturnType<typeof migrationStatus> {
     this.assertOpen();
     return migrationStatus(this.core);
+  }
+
+  /** The migration status with the last recorded run (its failures) — the console's migrations page. */
+  migrationOverview(): Promise<MigrationOverview> {
+    this.assertOpen();
+    return migrationOverview(this.core);
   }
 
   /** Audit entries of one tenant, newest first. */

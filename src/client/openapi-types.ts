@@ -38,6 +38,10 @@ export interface paths {
     /** Accept an invitation (the token is the credential) */
     post: operations["acceptInvitation"];
   };
+  "/v1/migrations": {
+    /** Tenants per migration version and the last run's failures (operator) */
+    get: operations["getMigrationStatus"];
+  };
   "/v1/operations/{opId}": {
     /** A long-running operation: its status, progress, result or error */
     get: operations["getOperation"];
@@ -232,6 +236,10 @@ export interface paths {
     /** Debit usage atomically */
     post: operations["recordTenantUsage"];
   };
+  "/v1/tenants/{id}/usage/history": {
+    /** Usage per day or month over a span (default: the last 30 days) */
+    get: operations["getUsageHistory"];
+  };
   "/v1/webhooks": {
     /** List webhook endpoints (never their secrets) */
     get: operations["listWebhooks"];
@@ -245,6 +253,10 @@ export interface paths {
   "/v1/webhooks/{webhookId}/deliveries": {
     /** Recent deliveries with every attempt's status and latency */
     get: operations["listWebhookDeliveries"];
+  };
+  "/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver": {
+    /** Send a succeeded or failed delivery again as a new delivery (operator) */
+    post: operations["redeliverWebhookDelivery"];
   };
 }
 
@@ -755,6 +767,61 @@ export interface operations {
       409: components["responses"]["Problem409"];
       410: components["responses"]["Problem410"];
       422: components["responses"]["Problem422"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Tenants per migration version and the last run's failures (operator) */
+  getMigrationStatus: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            /** @description tenants below the latest version */
+            behind: number;
+            lastRun: null | {
+              durationMs: number;
+              failed: {
+                  error: string;
+                  id: string;
+                  isolation: string;
+                  slug: string;
+                }[];
+              finishedAt: string;
+              latestVersion: number;
+              migrated: number;
+              planned: number;
+            };
+            latestVersion: number;
+            versions: {
+                isolation: string;
+                tenants: number;
+                version: number;
+              }[];
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
       429: components["responses"]["Problem429"];
       500: components["responses"]["Problem500"];
       503: components["responses"]["Problem503"];
@@ -1288,7 +1355,13 @@ export interface operations {
         tier?: string;
         isolation?: string;
         limit?: number;
+        /** @description nextCursor of the previous page, with the same q, sort and order */
         cursor?: string;
+        /** @description case-insensitive prefix of the slug or the name */
+        q?: string;
+        /** @description sort column (default: creation order) */
+        sort?: "slug" | "name" | "created_at" | "status" | "tier";
+        order?: "asc" | "desc";
       };
       header?: {
         /** @description An id for this request (1-128 visible characters); one is made when absent */
@@ -3586,6 +3659,61 @@ export interface operations {
       503: components["responses"]["Problem503"];
     };
   };
+  /** Usage per day or month over a span (default: the last 30 days) */
+  getUsageHistory: {
+    parameters: {
+      query?: {
+        /** @description one metric (default: every metric) */
+        metric?: string;
+        /** @description a UTC day, YYYY-MM-DD */
+        from?: string;
+        /** @description a UTC day, YYYY-MM-DD */
+        to?: string;
+        period?: "day" | "month";
+      };
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+      path: {
+        id: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            from: string;
+            period: string;
+            points: {
+                amount: number;
+                metric: string;
+                period: string;
+              }[];
+            tenantId: string;
+            to: string;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
   /** List webhook endpoints (never their secrets) */
   listWebhooks: {
     parameters: {
@@ -3755,6 +3883,49 @@ export interface operations {
       404: components["responses"]["Problem404"];
       409: components["responses"]["Problem409"];
       410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Send a succeeded or failed delivery again as a new delivery (operator) */
+  redeliverWebhookDelivery: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+        /** @description Makes a retry safe: a replay within 24 hours gets the first response and does nothing twice; the same key with another request answers 422 */
+        "Idempotency-Key"?: string;
+      };
+      path: {
+        webhookId: string;
+        deliveryId: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      202: {
+        headers: {
+          "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            [key: string]: unknown;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      422: components["responses"]["Problem422"];
       429: components["responses"]["Problem429"];
       500: components["responses"]["Problem500"];
       503: components["responses"]["Problem503"];

@@ -27,6 +27,9 @@ import { tenantSelfRoutes } from './routes/tenant-self.js';
 import { backupRoutes } from './routes/backups.js';
 import { domainRoutes } from './routes/domains.js';
 import { billingRoutes } from './routes/billing.js';
+import { usageHistoryRoutes } from './routes/usage-history.js';
+import { migrationRoutes } from './routes/migrations.js';
+import { webhookRedeliveryRoutes } from './routes/webhook-redelivery.js';
 
 export { tenantView } from './routes/shared.js';
 
@@ -251,6 +254,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await app.register(backupRoutes, routeDeps);
   await app.register(domainRoutes, routeDeps);
   await app.register(billingRoutes, routeDeps);
+  await app.register(usageHistoryRoutes, routeDeps);
+  await app.register(migrationRoutes, routeDeps);
+  await app.register(webhookRedeliveryRoutes, routeDeps);
 
   return app;
 }

@@ -141,7 +141,10 @@ export const ListTenantsQuery = Type.Object({
   tier: Type.Optional(Type.String({ maxLength: 50 })),
   isolation: Type.Optional(Type.String({ maxLength: 50 })),
   limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })),
-  cursor: Type.Optional(Type.String({ maxLength: 40 })),
+  cursor: Type.Optional(Type.String({ maxLength: 2048, description: 'nextCursor of the previous page, with the same q, sort and order' })),
+  q: Type.Optional(Type.String({ minLength: 1, maxLength: 100, description: 'case-insensitive prefix of the slug or the name' })),
+  sort: Type.Optional(Type.Union([Type.Literal('slug'), Type.Literal('name'), Type.Literal('created_at'), Type.Literal('status'), Type.Literal('tier')], { description: 'sort column (default: creation order)' })),
+  order: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')])),
 }, { additionalProperties: false });
 export const SuspendBody = Type.Object({ reason: Type.String({ minLength: 1, maxLength: 500 }) }, { additionalProperties: false });
 export const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });

@@ -1,6 +1,7 @@
 import type { Sql, TransactionSql } from 'postgres';
 import type { Core } from '../core.js';
 import { TenantryError } from '../errors.js';
+import { textProblem } from '../input/safe-text.js';
 import { ident, isUuid } from '../identifiers.js';
 import { appendAudit, type AuditActor } from '../audit/audit.js';
 import { overLimitTenants } from '../plans/plans.js';
@@ -25,6 +26,33 @@ export interface ListTenantsOptions {
   cursor?: string;
   /** include soft-deleted tenants when no status filter is given (default false) */
   includeDeleted?: boolean;
+  /** case-insensitive prefix of the slug or the name (1-100 characters) */
+  q?: string;
+  /** the column to sort by (default: creation order, `seq`) */
+  sort?: TenantSort;
+  /** `asc` (default) or `desc` */
+  order?: 'asc' | 'desc';
+}
+
+export const TENANT_SORTS = ['slug', 'name', 'created_at', 'status', 'tier'] as const;
+export type TenantSort = (typeof TENANT_SORTS)[number];
+
+/** A keyset cursor for a sorted list: the sort it belongs to, and the last row's sort value and seq. */
+interface SortCursor { s: TenantSort; o: 'asc' | 'desc'; v: string; n: string }
+
+function badCursor(): never {
+  throw new TenantryError('INVALID_INPUT', 'cursor is not one this API returned for this sort and order; pass nextCursor from the previous page with the same q, sort and order.', { field: 'cursor' });
+}
+
+function decodeSortCursor(cursor: string, sort: TenantSort, order: 'asc' | 'desc'): SortCursor {
+  if (typeof cursor !== 'string' || cursor.length > 2048 || !/^[A-Za-z0-9_-]+$/.test(cursor)) badCursor();
+  let c: unknown;
+  try { c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')); } catch { badCursor(); }
+  const o = c as Partial<SortCursor> | null;
+  if (!o || typeof o !== 'object' || o.s !== sort || o.o !== order || typeof o.v !== 'string' || typeof o.n !== 'string'
+    || !/^[0-9]{1,19}$/.test(o.n) || o.v.length > 400 || textProblem(o.v)) badCursor();
+  if (sort === 'created_at' && !/^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]{8,15}[+-][0-9:]{2,8}$/.test(o.v)) badCursor();
+  return o as SortCursor;
 }
 
 export interface UpdateTenantInput {
@@ -155,23 +183,68 @@ export class TenantService {
     const status = opts.status === undefined ? undefined : validateStatus(opts.status);
     const tier = opts.tier === undefined ? undefined : validateTier(opts.tier, this.core.plans.tierNames());
     const isolation = opts.isolation === undefined ? undefined : validateIsolation(opts.isolation);
-    let after = 0n;
-    if (opts.cursor !== undefined) {
-      const decoded = /^[0-9]{1,19}$/.test(String(opts.cursor)) ? BigInt(opts.cursor) : -1n;
-      if (decoded < 0n) throw new TenantryError('INVALID_INPUT', 'cursor is not one this API returned; pass nextCursor from the previous page.');
-      after = decoded;
+    let q: string | undefined;
+    if (opts.q !== undefined) {
+      if (typeof opts.q !== 'string' || opts.q.trim().length === 0 || opts.q.length > 100 || /[\u0000-\u001f]/.test(opts.q) || textProblem(opts.q)) {
+        throw new TenantryError('INVALID_INPUT', 'q must be 1-100 printable characters (a prefix of a slug or a name).', { field: 'q' });
+      }
+      q = opts.q.trim().toLowerCase();
     }
-    const rows = await sql<TenantRow[]>`
-      select * from tenantry_catalog.tenants
-      where seq > ${after.toString()}
+    if (opts.sort !== undefined && !(TENANT_SORTS as readonly string[]).includes(opts.sort)) {
+      throw new TenantryError('INVALID_INPUT', `sort must be one of ${TENANT_SORTS.join(', ')}.`, { field: 'sort' });
+    }
+    if (opts.order !== undefined && opts.order !== 'asc' && opts.order !== 'desc') {
+      throw new TenantryError('INVALID_INPUT', 'order must be asc or desc.', { field: 'order' });
+    }
+    const order = opts.order ?? 'asc';
+    // without a sort, the list runs in creation order (seq) and its cursor is a bare seq, as before
+    const sort = opts.sort ?? (order === 'desc' ? 'seq' : undefined);
+    // LIKE's own wildcards in q match themselves: a search for "a_b" is not a pattern
+    const prefix = q === undefined ? undefined : q.replace(/[\\%_]/g, (ch) => `\\${ch}`) + '%';
+    const filters = sql`
         ${status ? sql`and status = ${status}` : opts.includeDeleted ? sql`` : sql`and status <> 'deleted'`}
         ${tier ? sql`and tier = ${tier}` : sql``}
         ${isolation ? sql`and isolation = ${isolation}` : sql``}
-      order by seq limit ${limit + 1}`;
+        ${prefix ? sql`and (lower(slug) like ${prefix} or lower(name) like ${prefix})` : sql``}`;
+    if (sort === undefined || sort === 'seq') {
+      let after: bigint | undefined;
+      if (opts.cursor !== undefined) {
+        const decoded = /^[0-9]{1,19}$/.test(String(opts.cursor)) ? BigInt(opts.cursor) : -1n;
+        if (decoded < 0n) throw new TenantryError('INVALID_INPUT', 'cursor is not one this API returned; pass nextCursor from the previous page.', { field: 'cursor' });
+        after = decoded;
+      }
+      const desc = order === 'desc';
+      const rows = await sql<TenantRow[]>`
+        select * from tenantry_catalog.tenants
+        where true
+          ${after === undefined ? sql`` : desc ? sql`and seq < ${after.toString()}` : sql`and seq > ${after.toString()}`}
+          ${filters}
+        order by seq ${desc ? sql`desc` : sql`asc`} limit ${limit + 1}`;
+      const page = rows.slice(0, limit);
+      return { items: page.map(toTenant), nextCursor: rows.length > limit ? String(page[page.length - 1]!.seq) : null };
+    }
+    const cursor = opts.cursor === undefined ? undefined : decodeSortCursor(opts.cursor, sort, order);
+    // the column is one of five fixed names checked above, never the caller's text
+    const col = sql.unsafe(ident(sort));
+    const value = cursor === undefined ? undefined
+      // bound as text, cast in SQL: a parameter typed timestamptz is sent through a JS Date, which
+      // drops the microseconds and would hand back the last row of the previous page
+      : sort === 'created_at' ? sql`${cursor.v}::text::timestamptz` : sql`${cursor.v}::text`;
+    const rows = await sql<(TenantRow & { sort_key: string })[]>`
+      select *, ${col}::text as sort_key from tenantry_catalog.tenants
+      where true
+        ${cursor === undefined ? sql``
+          : order === 'desc' ? sql`and (${col}, seq) < (${value!}, ${cursor.n}::bigint)`
+          : sql`and (${col}, seq) > (${value!}, ${cursor.n}::bigint)`}
+        ${filters}
+      order by ${col} ${order === 'desc' ? sql`desc` : sql`asc`}, seq ${order === 'desc' ? sql`desc` : sql`asc`}
+      limit ${limit + 1}`;
     const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    const next: SortCursor | undefined = rows.length > limit && last ? { s: sort, o: order, v: last.sort_key, n: String(last.seq) } : undefined;
     return {
       items: page.map(toTenant),
-      nextCursor: rows.length > limit ? String(page[page.length - 1]!.seq) : null,
+      nextCursor: next ? Buffer.from(JSON.stringify(next), 'utf8').toString('base64url') : null,
     };
   }
 

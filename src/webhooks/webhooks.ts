@@ -125,6 +125,40 @@ export class WebhookService {
   }
 
   /**
+   * Sends a delivery again (the console's "Redeliver"): a new pending delivery of the same event to the
+   * same endpoint, at the end of its stream, with its drain job enqueued and an audit entry written in
+   * the same transaction, so a crash leaves either all of it or none. The old delivery and its attempts
+   * stay as they were. A delivery still being attempted is refused: it would go out twice at once.
+   */
+  async redeliver(endpointId: string, deliveryId: string, opts: { tenant?: string } = {}, who: AuditActor = {}): Promise<WebhookDelivery> {
+    const ep = await this.get(endpointId, opts);
+    if (typeof deliveryId !== 'string' || !/^[1-9][0-9]{0,17}$/.test(deliveryId)) {
+      throw new TenantryError('WEBHOOK_DELIVERY_NOT_FOUND', `No delivery ${JSON.stringify(String(deliveryId).slice(0, 40))} of webhook ${ep.id}; list them with GET /v1/webhooks/${ep.id}/deliveries.`);
+    }
+    const id = await this.core.admin.begin(async (tx) => {
+      // FOR UPDATE: two concurrent redeliveries of one delivery make two new ones, never a lost audit entry
+      const [old] = await tx<{ id: string; event_id: string; stream: string; status: string }[]>`
+        select id, event_id, stream, status from tenantry_catalog.webhook_deliveries
+        where id = ${deliveryId}::bigint and endpoint_id = ${ep.id} for update`;
+      if (!old) throw new TenantryError('WEBHOOK_DELIVERY_NOT_FOUND', `No delivery ${deliveryId} of webhook ${ep.id}; list them with GET /v1/webhooks/${ep.id}/deliveries.`);
+      if (old.status === 'pending') throw new TenantryError('WEBHOOK_DELIVERY_PENDING', `Delivery ${deliveryId} is still being attempted; redeliver it once it has succeeded or failed.`, { deliveryId });
+      const [row] = await tx<{ id: string }[]>`
+        insert into tenantry_catalog.webhook_deliveries (event_id, endpoint_id, stream)
+        values (${old.event_id}, ${ep.id}, ${old.stream}) returning id`;
+      // the same drain job the outbox enqueues (one per stream; its queue runs them one at a time)
+      const [jobs] = await tx<{ ok: boolean }[]>`select to_regnamespace('tenantry_jobs') is not null as ok`;
+      if (jobs?.ok) {
+        await tx`select tenantry_jobs.add_job('webhooks.drain', json_build_object('stream', ${old.stream}::text), queue_name => ${'webhooks:' + old.stream}, job_key => ${'webhooks:' + old.stream}, job_key_mode => 'preserve_run_at', max_attempts => 1000)`;
+      }
+      await appendAudit(tx, { tenantId: ep.tenantId, actor: who.actor ?? this.core.opts.actor, action: 'webhook.redelivered', target: `webhook:${ep.id}`, requestId: who.requestId, details: { deliveryId: String(old.id), newDeliveryId: String(row!.id), eventId: old.event_id } });
+      return String(row!.id);
+    });
+    const found = (await this.deliveries(ep.id, { ...opts, limit: 500 })).find((d) => d.id === id);
+    if (!found) throw new TenantryError('WEBHOOK_DELIVERY_NOT_FOUND', `Delivery ${id} was made but is no longer listed (its endpoint was removed meanwhile).`);
+    return found;
+  }
+
+  /**
    * Delivers one stream's pending deliveries in order (the `webhooks.drain` job; graphile-worker's
    * queue runs one drain per stream at a time). The head of the stream is retried with exponential
    * backoff and blocks those behind it, so a receiver sees each tenant's events in order; after
