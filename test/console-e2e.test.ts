@@ -125,8 +125,9 @@ test('operator: sign in, overview, create a tenant and find it in the list; a ba
 
   await page.goto(`${base}/console#/tenants`);
   await page.getByRole('link', { name: 'console-made' }).waitFor();
-  await page.getByLabel('Search this page (slug or name)').fill('made ltd');
-  assert.equal(await page.locator('tbody tr').count(), 1);
+  await page.getByLabel('Search (start of slug or name)').fill('CONSOLE MADE');
+  await page.waitForFunction(() => (globalThis as unknown as { document: { querySelectorAll(s: string): { length: number } } }).document.querySelectorAll('tbody tr').length === 1);
+  await page.getByRole('link', { name: 'console-made' }).waitFor();
   await checkPage(page, 'tenants');
   await context.close();
 });
@@ -255,4 +256,111 @@ test('plans and webhooks pages pass axe; no page hit a CSP violation', async () 
   await checkPage(page, 'webhooks');
   await context.close();
   assert.deepEqual(cspViolations, []);
+});
+
+/** The /v1/tenants requests a page makes, as their query strings. */
+function listRequests(page: Page): URLSearchParams[] {
+  const seen: URLSearchParams[] = [];
+  page.on('request', (r) => { const u = new URL(r.url()); if (u.pathname === '/v1/tenants' && r.method() === 'GET') seen.push(u.searchParams); });
+  return seen;
+}
+
+test('tenants list: search finds a tenant by name on the server (not on the page shown), and sorting asks the server', async () => {
+  // 55 tenants: more than one page of 50, and the one searched for is made first, so it is not on the
+  // first page of the default newest-first order
+  const wanted = (await api('POST', '/v1/tenants', { slug: 'zz-needle', name: 'Haystack Needle GmbH', tier: 'free' })).body;
+  for (let i = 0; i < 55; i++) assert.equal((await api('POST', '/v1/tenants', { slug: `hay-${String(i).padStart(2, '0')}`, name: `Hay ${i}`, tier: 'free', isolation: 'pooled' })).status, 201);
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  const requests = listRequests(page);
+  await page.goto(`${base}/console#/tenants`);
+  await page.getByRole('link', { name: 'hay-54' }).waitFor();
+  assert.equal(await page.getByRole('link', { name: 'zz-needle' }).count(), 0, 'not on the first page');
+  await page.getByLabel('Search (start of slug or name)').fill('haystack n');
+  await page.getByRole('link', { name: 'zz-needle' }).waitFor();
+  assert.equal(await page.locator('tbody tr').count(), 1);
+  assert.ok(requests.some((q) => q.get('q') === 'haystack n'), 'the search went to the server');
+  await checkPage(page, 'tenants-search');
+
+  await page.getByLabel('Search (start of slug or name)').fill('hay-');
+  await page.getByRole('link', { name: 'hay-54' }).waitFor();
+  await page.getByRole('button', { name: /^Slug/ }).click();
+  await page.waitForFunction(() => (globalThis as unknown as { document: { querySelector(s: string): { textContent: string } | null } }).document.querySelector('tbody tr td a')?.textContent === 'hay-00');
+  assert.ok(requests.some((q) => q.get('sort') === 'slug' && q.get('order') === 'asc' && q.get('q') === 'hay-'), 'the sort went to the server');
+  await page.getByRole('button', { name: /^Slug/ }).click();
+  await page.waitForFunction(() => (globalThis as unknown as { document: { querySelector(s: string): { textContent: string } | null } }).document.querySelector('tbody tr td a')?.textContent === 'hay-54');
+  assert.equal(await page.getByRole('columnheader', { name: /Slug/ }).getAttribute('aria-sort'), 'descending');
+  // the next page continues the server's order with its cursor: hay-04 .. hay-00 after the first 50
+  await page.getByRole('button', { name: 'Next' }).click();
+  await page.waitForFunction(() => (globalThis as unknown as { document: { querySelector(s: string): { textContent: string } | null } }).document.querySelector('tbody tr td a')?.textContent === 'hay-04');
+  assert.equal(await page.locator('tbody tr').count(), 5);
+  assert.equal(wanted.slug, 'zz-needle');
+  await context.close();
+});
+
+test('usage chart: usage recorded through the API shows as today\'s bar, labelled for screen readers', async () => {
+  const t = (await api('POST', '/v1/tenants', { slug: 'chart-co', name: 'Chart Co', tier: 'free' })).body;
+  assert.equal((await api('POST', `/v1/tenants/${t.id}/usage`, { metric: 'llm_tokens', amount: 1234 })).status, 200);
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  await page.goto(`${base}/console#/tenants/${t.id}`);
+  const today = new Date().toISOString().slice(0, 10);
+  const chart = page.getByRole('img', { name: /Daily llm_tokens, last 30 days/ });
+  await chart.waitFor();
+  const bar = page.locator(`svg.chart rect[data-day="${today}"]`);
+  assert.ok(Number(await bar.getAttribute('height')) > 100, 'today is the tallest bar');
+  assert.match(await page.locator('.chart-summary').innerText(), /1,234 in 30 days/);
+  assert.ok((await page.locator('.usage-chart table td').allInnerTexts()).includes('1,234'), 'the data table behind the chart');
+  await checkPage(page, 'usage-chart');
+  await context.close();
+});
+
+test('migrations page: tenants per version and the last run, for the operator only', async () => {
+  await inst.tenantry.migrate();
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  await page.getByRole('link', { name: 'Migrations' }).click();
+  await page.getByRole('heading', { name: 'Migrations', level: 1 }).waitFor();
+  await page.getByRole('heading', { name: 'Tenants per version' }).waitFor();
+  const status = (await api('GET', '/v1/migrations')).body;
+  const rows = await page.getByRole('region', { name: 'Tenants per migration version' }).locator('tbody tr').count();
+  assert.equal(rows, status.versions.length);
+  await page.getByText('No failures').waitFor();
+  await checkPage(page, 'migrations');
+  await context.close();
+});
+
+test('webhooks page: a failed or delivered delivery is sent again with Redeliver', async () => {
+  const http = await import('node:http');
+  const got: string[] = [];
+  const receiver = http.createServer((req, res) => { req.resume(); req.on('end', () => { got.push(String(req.headers['tenantry-id'])); res.writeHead(200); res.end(); }); });
+  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+  try {
+    const t = (await api('POST', '/v1/tenants', { slug: 'hook-co', name: 'Hook Co', tier: 'free' })).body;
+    const ep = await inst.tenantry.webhooks.create({ tenant: t.id, url: `http://127.0.0.1:${(receiver.address() as { port: number }).port}/hook`, events: ['tenant.suspended'] });
+    await inst.tenantry.tenants.suspend(t.id, 'webhook test');
+    await inst.tenantry.webhooks.drain(`${ep.id}:${t.id}`);
+    assert.equal(got.length, 1);
+    const { context, page } = await newPage();
+    await signInAs(page, ADMIN);
+    await page.goto(`${base}/console#/webhooks`);
+    await page.getByRole('heading', { name: 'Webhooks' }).waitFor();
+    const row = page.locator('li', { hasText: '/hook' }).first();
+    await row.getByRole('button', { name: 'Deliveries' }).click();
+    await page.getByRole('button', { name: /Redeliver delivery .* \(tenant.suspended\)/ }).click();
+    await page.getByText(/queued again as delivery/).waitFor();
+    const list = await inst.tenantry.webhooks.deliveries(ep.id);
+    assert.deepEqual(list.map((d) => d.status), ['pending', 'succeeded']);
+    assert.equal(list[0]!.eventId, list[1]!.eventId);
+    await page.locator('.deliveries li', { hasText: 'pending' }).waitFor();
+    await checkPage(page, 'webhooks-redeliver');
+    await inst.tenantry.webhooks.drain(`${ep.id}:${t.id}`);
+    assert.equal(got.length, 2);
+    assert.equal(got[0], got[1], 'the same event id');
+    await context.close();
+    assert.deepEqual(cspViolations, [], 'no new page hit a CSP violation');
+  } finally {
+    receiver.closeAllConnections();
+    await new Promise<void>((r) => receiver.close(() => r()));
+  }
 });

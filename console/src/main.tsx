@@ -4,6 +4,7 @@ import { ApiError, clientFor, forgetSession, loadSession, must, saveSession, sig
 import { CopyOnce, ErrorNote, StatusBadge } from './ui.tsx';
 import { TenantPage } from './tenant-page.tsx';
 import { PlansPage, WebhooksPage } from './other-pages.tsx';
+import { MigrationsPage } from './migrations-page.tsx';
 import './styles.css';
 
 /** Hash routes (#/tenants/acme): the token never goes in the URL, only the page does. */
@@ -110,30 +111,40 @@ function Tenants({ session }: { session: Session }): ReactNode {
   const tiers = useTiers(session);
   const [filters, setFilters] = useState({ status: '', tier: '', isolation: '' });
   const [search, setSearch] = useState('');
-  const [sort, setSort] = useState<{ key: 'slug' | 'name' | 'status' | 'tier' | 'createdAt'; dir: 1 | -1 }>({ key: 'createdAt', dir: -1 });
+  // what the server is asked for: the search box settles for 250 ms first, so typing is one request
+  const [q, setQ] = useState('');
+  const [sort, setSort] = useState<{ key: 'slug' | 'name' | 'status' | 'tier' | 'created_at'; dir: 1 | -1 }>({ key: 'created_at', dir: -1 });
   const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
   const [page, setPage] = useState<{ items: Tenant[]; nextCursor: string | null } | null>(null);
   const [error, setError] = useState<unknown>(null);
   const cursor = cursors[cursors.length - 1];
   useEffect(() => {
+    const t = setTimeout(() => { const v = search.trim().slice(0, 100); if (v !== q) { setQ(v); setCursors([undefined]); } }, 250);
+    return () => clearTimeout(t);
+  }, [search, q]);
+  useEffect(() => {
     setError(null);
-    const query = { limit: 50, ...(cursor ? { cursor } : {}), ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== '')) };
-    must(clientFor(session.token).GET('/v1/tenants', { params: { query } })).then(setPage, setError);
-  }, [session.token, filters, cursor]);
+    let stale = false;
+    const query = {
+      limit: 50, sort: sort.key, order: sort.dir === 1 ? 'asc' as const : 'desc' as const, ...(q ? { q } : {}), ...(cursor ? { cursor } : {}),
+      ...Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== '')),
+    };
+    // an answer to an older query (a slower request overtaken by the next keystroke) is dropped
+    must(clientFor(session.token).GET('/v1/tenants', { params: { query } })).then((p) => { if (!stale) setPage(p); }, (e) => { if (!stale) setError(e); });
+    return () => { stale = true; };
+  }, [session.token, filters, cursor, q, sort]);
   const setFilter = (k: keyof typeof filters, v: string): void => { setFilters({ ...filters, [k]: v }); setCursors([undefined]); };
-  const needle = search.trim().toLowerCase();
-  const rows = (page?.items ?? []).filter((t) => needle === '' || t.slug.toLowerCase().includes(needle) || t.name.toLowerCase().includes(needle))
-    .sort((a, b) => (a[sort.key] < b[sort.key] ? -1 : a[sort.key] > b[sort.key] ? 1 : 0) * sort.dir);
+  const rows = page?.items ?? [];
   const header = (key: typeof sort.key, label: string): ReactNode => (
     <th scope="col" aria-sort={sort.key === key ? (sort.dir === 1 ? 'ascending' : 'descending') : 'none'}>
-      <button type="button" className="sort" onClick={() => setSort({ key, dir: sort.key === key ? (sort.dir === 1 ? -1 : 1) : 1 })}>{label}{sort.key === key ? (sort.dir === 1 ? ' ▲' : ' ▼') : ''}</button>
+      <button type="button" className="sort" onClick={() => { setSort({ key, dir: sort.key === key ? (sort.dir === 1 ? -1 : 1) : 1 }); setCursors([undefined]); }}>{label}{sort.key === key ? (sort.dir === 1 ? ' ▲' : ' ▼') : ''}</button>
     </th>
   );
   return (
     <>
       <div className="title-row"><h1>Tenants</h1><a className="button primary" href="#/tenants/new">New tenant</a></div>
       <div className="filters" role="search">
-        <div><label htmlFor="search">Search this page (slug or name)</label><input id="search" type="search" value={search} onChange={(e) => setSearch(e.target.value)} /></div>
+        <div><label htmlFor="search">Search (start of slug or name)</label><input id="search" type="search" maxLength={100} value={search} onChange={(e) => setSearch(e.target.value)} /></div>
         <div><label htmlFor="f-status">Status</label><select id="f-status" value={filters.status} onChange={(e) => setFilter('status', e.target.value)}><option value="">Any</option>{STATUSES.map((s) => <option key={s}>{s}</option>)}</select></div>
         <div><label htmlFor="f-tier">Tier</label><select id="f-tier" value={filters.tier} onChange={(e) => setFilter('tier', e.target.value)}><option value="">Any</option>{tiers.map((s) => <option key={s}>{s}</option>)}</select></div>
         <div><label htmlFor="f-mode">Isolation</label><select id="f-mode" value={filters.isolation} onChange={(e) => setFilter('isolation', e.target.value)}><option value="">Any</option>{MODES.map((s) => <option key={s}>{s}</option>)}</select></div>
@@ -142,7 +153,7 @@ function Tenants({ session }: { session: Session }): ReactNode {
       <div className="table-wrap" tabIndex={0} role="region" aria-label="Tenants table">
         <table>
           <caption className="sr-only">Tenants, page {cursors.length}</caption>
-          <thead><tr>{header('slug', 'Slug')}{header('name', 'Name')}{header('status', 'Status')}{header('tier', 'Tier')}<th scope="col">Isolation</th>{header('createdAt', 'Created')}</tr></thead>
+          <thead><tr>{header('slug', 'Slug')}{header('name', 'Name')}{header('status', 'Status')}{header('tier', 'Tier')}<th scope="col">Isolation</th>{header('created_at', 'Created')}</tr></thead>
           <tbody>
             {rows.map((t) => (
               <tr key={t.id}>
@@ -228,7 +239,7 @@ function App(): ReactNode {
   const signOut = useCallback(() => { forgetSession(); setSession(null); location.hash = ''; }, []);
   if (!session) return <SignIn onSignedIn={(s) => { saveSession(s); setSession(s); location.hash = s.kind === 'tenant' ? `#/tenants/${s.tenantId}` : '#/'; }} />;
   const links: [string, string][] = session.kind === 'operator'
-    ? [['#/', 'Overview'], ['#/tenants', 'Tenants'], ['#/plans', 'Plans'], ['#/webhooks', 'Webhooks']]
+    ? [['#/', 'Overview'], ['#/tenants', 'Tenants'], ['#/plans', 'Plans'], ['#/migrations', 'Migrations'], ['#/webhooks', 'Webhooks']]
     : [[`#/tenants/${session.tenantId}`, 'My tenant'], ['#/plans', 'Plans']];
   const [page, arg] = route;
   let body: ReactNode;
@@ -239,6 +250,7 @@ function App(): ReactNode {
   else if (page === 'tenants') body = <Tenants session={session} />;
   else if (page === 'plans') body = <PlansPage session={session} />;
   else if (page === 'webhooks' && session.kind === 'operator') body = <WebhooksPage session={session} />;
+  else if (page === 'migrations' && session.kind === 'operator') body = <MigrationsPage session={session} />;
   else body = <><h1>Not found</h1><p>There is no such page.</p></>;
   const current = `#/${route.join('/')}`;
   return (

@@ -31,6 +31,7 @@ export function PlansPage({ session }: { session: Session }): ReactNode {
   );
 }
 
+type Delivery = { id: string; eventId: string; type: string; status: 'pending' | 'succeeded' | 'failed'; createdAt: string; attempts: { attempt: number; statusCode: number | null; error: string | null }[] };
 type Webhook = { id: string; url: string; tenantId: string | null; events: string[]; createdAt: string; disabledAt?: string | null };
 
 export function WebhooksPage({ session }: { session: Session }): ReactNode {
@@ -39,11 +40,19 @@ export function WebhooksPage({ session }: { session: Session }): ReactNode {
   const [error, setError] = useState<unknown>(null);
   const api = clientFor(session.token);
   useEffect(() => { must(api.GET('/v1/webhooks', { params: { query: {} } })).then((h) => setHooks(h as unknown as Webhook[]), setError); }, [session.token]);
+  const [notice, setNotice] = useState('');
+  // a redelivery is a new pending delivery of the same event; the list is read again to show it
+  const redeliver = (hook: string, delivery: string): void => {
+    setError(null); setNotice('');
+    must(api.POST('/v1/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver', { params: { path: { webhookId: hook, deliveryId: delivery } } }))
+      .then((d) => { setNotice(`Delivery ${delivery} queued again as delivery ${(d as { id: string }).id}.`); show(hook); }, setError);
+  };
   const show = (id: string): void => { must(api.GET('/v1/webhooks/{webhookId}/deliveries', { params: { path: { webhookId: id } } })).then((d) => setDeliveries({ ...deliveries, [id]: d as Record<string, unknown>[] }), setError); };
   return (
     <>
       <h1>Webhooks</h1>
       <ErrorNote error={error} />
+      <p role="status" className={notice ? 'notice' : 'sr-only'}>{notice}</p>
       {hooks?.length === 0 && <p className="muted">No endpoint is registered.</p>}
       <ul className="rows card">
         {(hooks ?? []).map((h) => (
@@ -51,7 +60,12 @@ export function WebhooksPage({ session }: { session: Session }): ReactNode {
             <div className="title-row"><span className="mono">{h.url}</span><button type="button" onClick={() => show(h.id)}>Deliveries</button></div>
             <span className="muted">{h.tenantId ? `tenant ${h.tenantId}` : 'every tenant'} · {(h.events ?? []).join(', ') || 'all events'}</span>
             {deliveries[h.id] && (deliveries[h.id]!.length === 0 ? <p className="muted">No deliveries yet.</p> : (
-              <ul className="plain">{deliveries[h.id]!.map((d, i) => <li key={i} className="mono details">{JSON.stringify(d)}</li>)}</ul>
+              <ul className="rows deliveries" aria-label={`Deliveries to ${h.url}`}>{(deliveries[h.id] as unknown as Delivery[]).map((d) => (
+                <li key={d.id} data-delivery={d.id}>
+                  <span><span className={`badge ${d.status === 'succeeded' ? 'badge-active' : d.status === 'failed' ? 'badge-suspended' : 'badge-trial'}`}>{d.status}</span> <span className="mono">{d.type}</span> <span className="muted">#{d.id} · {new Date(d.createdAt).toLocaleString()} · {d.attempts.length} {d.attempts.length === 1 ? 'attempt' : 'attempts'}{d.attempts.length ? `, last ${d.attempts[d.attempts.length - 1]!.statusCode ?? d.attempts[d.attempts.length - 1]!.error ?? ''}` : ''}</span></span>
+                  {d.status !== 'pending' && <button type="button" aria-label={`Redeliver delivery ${d.id} (${d.type})`} onClick={() => redeliver(h.id, d.id)}>Redeliver</button>}
+                </li>
+              ))}</ul>
             ))}
           </li>
         ))}

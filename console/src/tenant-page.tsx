@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useId, useRef, useState, type FormEvent, type ReactNode } from 'react';
 import { clientFor, must, type Session, type Tenant } from './api.ts';
 import { CopyOnce, ErrorNote, StatusBadge } from './ui.tsx';
+import { UsageChart } from './usage-chart.tsx';
 
 type Api = ReturnType<typeof clientFor>;
 type Usage = { atRisk: boolean; overQuota: boolean; metrics: { metric: string; kind: string; quota: string; used: number; limit: number | null; utilization: number }[] };
@@ -263,6 +264,7 @@ export function TenantPage({ session, id }: { session: Session; id: string }): R
         <div className="title-row"><h2 id="quotas-title">Quotas</h2>{usage?.overQuota ? <span className="badge badge-suspended">over quota</span> : usage?.atRisk ? <span className="badge badge-trial">at risk</span> : null}</div>
         {usage ? usage.metrics.map((m) => <QuotaBar key={m.metric} m={m} />) : <p className="muted">No usage visible with this credential.</p>}
       </section>
+      <UsageChart api={apiMemo} tenantId={tenant.id} />
       <div className="grid">
         <Keys api={apiMemo} tenant={tenant} />
         <Features api={apiMemo} tenant={tenant} canChange={operator} />
