@@ -225,3 +225,28 @@ test('redeliver: a finished delivery goes out again as a new delivery of the sam
   const [audit] = await inst.su<{ details: Json }[]>`select details from tenantry_catalog.audit_log where action = 'webhook.redelivered'`;
   assert.equal(audit?.details.deliveryId, pending!.id);
 });
+
+test('stats overview: a tenant past 90% of a quota is at risk, one past its limit is over quota; provisioning, jobs and webhooks are counted', async () => {
+  const [, , , risky, over] = made;
+  const usage = (await call('GET', `/v1/tenants/${risky!.id}/usage`)).body;
+  const m = usage.metrics.find((x: Json) => x.metric === 'llm_tokens');
+  assert.ok(m && m.limit > 0, JSON.stringify(usage));
+  assert.equal((await call('POST', `/v1/tenants/${risky!.id}/usage`, { metric: 'llm_tokens', amount: Math.ceil(m.limit * 0.95) })).status, 200);
+  assert.equal((await call('POST', `/v1/tenants/${over!.id}/usage`, { metric: 'llm_tokens', amount: 50 })).status, 200);
+  // lowering the limit below what was used puts the tenant over it
+  assert.equal((await call('PUT', `/v1/tenants/${over!.id}/quotas`, { [m.quota]: 10 })).status, 200);
+  const r = await call('GET', '/v1/stats/overview');
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.deepEqual(r.body.atRisk.tenants.map((t: Json) => [t.slug, t.metric]), [[risky!.slug, 'llm_tokens']]);
+  assert.equal(r.body.atRisk.count, 1);
+  assert.ok(r.body.atRisk.tenants[0].utilization > 90 && r.body.atRisk.tenants[0].utilization <= 100);
+  assert.deepEqual(r.body.overQuota.tenants.map((t: Json) => [t.slug, t.metric, t.used, t.limit]), [[over!.slug, 'llm_tokens', 50, 10]]);
+  assert.equal(r.body.overQuota.count, 1);
+  assert.ok(r.body.provisioning.succeeded >= made.length, 'the tenants made today');
+  assert.equal(typeof r.body.provisioning.p50Ms, 'number');
+  assert.ok(r.body.provisioning.p95Ms >= r.body.provisioning.p50Ms);
+  assert.equal(r.body.webhooks.failedLastDay, 0);
+  assert.ok(r.body.tenants.total >= made.length);
+  // a tenant key learns nothing about other tenants from it
+  assert.equal((await call('GET', '/v1/stats/overview', undefined, risky!.key)).status, 403);
+});

@@ -308,7 +308,10 @@ test('usage chart: usage recorded through the API shows as today\'s bar, labelle
   const chart = page.getByRole('img', { name: /Daily llm_tokens, last 30 days/ });
   await chart.waitFor();
   const bar = page.locator(`svg.chart rect[data-day="${today}"]`);
-  assert.ok(Number(await bar.getAttribute('height')) > 100, 'today is the tallest bar');
+  const heights = await page.locator('svg.chart rect.col').evaluateAll((els) => els.map((e) => Number(e.getAttribute('height'))));
+  assert.equal(heights.length, 30);
+  assert.ok(Number(await bar.getAttribute('height')) > 50, 'today has a tall bar');
+  assert.equal(heights.filter((h) => h > 0).length, 1, 'and no other day has one');
   assert.match(await page.locator('.chart-summary').innerText(), /1,234 in 30 days/);
   assert.ok((await page.locator('.usage-chart table td').allInnerTexts()).includes('1,234'), 'the data table behind the chart');
   await checkPage(page, 'usage-chart');
@@ -363,4 +366,24 @@ test('webhooks page: a failed or delivered delivery is sent again with Redeliver
     receiver.closeAllConnections();
     await new Promise<void>((r) => receiver.close(() => r()));
   }
+});
+
+test('overview: a tenant past 90% of a quota is listed at risk, from the server\'s stats (no tenant list is fetched for it)', async () => {
+  const t = (await api('POST', '/v1/tenants', { slug: 'risky-co', name: 'Risky Co', tier: 'free' })).body;
+  const m = (await api('GET', `/v1/tenants/${t.id}/usage`)).body.metrics.find((x: { metric: string }) => x.metric === 'llm_tokens');
+  assert.equal((await api('POST', `/v1/tenants/${t.id}/usage`, { metric: 'llm_tokens', amount: Math.ceil(m.limit * 0.95) })).status, 200);
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  const requests = listRequests(page);
+  await page.goto(`${base}/console#/`);
+  const panel = page.locator('[data-panel="at-risk"]');
+  await panel.getByRole('link', { name: 'risky-co' }).waitFor();
+  assert.match(await panel.innerText(), /llm_tokens/);
+  await page.locator('[data-panel="provisioning"]').getByText('Succeeded').waitFor();
+  await page.locator('[data-panel="jobs"]').waitFor();
+  await page.locator('[data-panel="webhooks"]').waitFor();
+  assert.ok(requests.every((q) => q.get('status') === 'suspended'), 'only the suspended list is asked for, not every tenant');
+  await checkPage(page, 'overview-stats');
+  await context.close();
+  assert.deepEqual(cspViolations, []);
 });

@@ -5,6 +5,7 @@ import { CopyOnce, ErrorNote, StatusBadge } from './ui.tsx';
 import { TenantPage } from './tenant-page.tsx';
 import { PlansPage, WebhooksPage } from './other-pages.tsx';
 import { MigrationsPage } from './migrations-page.tsx';
+import { Overview } from './overview-page.tsx';
 import './styles.css';
 
 /** Hash routes (#/tenants/acme): the token never goes in the URL, only the page does. */
@@ -41,58 +42,6 @@ function SignIn({ onSignedIn }: { onSignedIn: (s: Session) => void }): ReactNode
         <button type="submit" className="primary" disabled={busy || token.trim() === ''}>{busy ? 'Signing in…' : 'Sign in'}</button>
       </form>
     </main>
-  );
-}
-
-function Overview({ session }: { session: Session }): ReactNode {
-  const [state, setState] = useState<{ total: number; capped: boolean; by: Record<string, Record<string, number>>; suspended: Tenant[] } | null>(null);
-  const [error, setError] = useState<unknown>(null);
-  useEffect(() => {
-    const api = clientFor(session.token);
-    let stop = false;
-    (async () => {
-      const by: Record<string, Record<string, number>> = { status: {}, tier: {}, isolation: {} };
-      const suspended: Tenant[] = [];
-      let cursor: string | undefined; let total = 0; let pages = 0;
-      do {
-        const page = await must(api.GET('/v1/tenants', { params: { query: { limit: 500, ...(cursor ? { cursor } : {}) } } }));
-        for (const t of page.items) {
-          total++;
-          for (const k of ['status', 'tier', 'isolation'] as const) by[k]![t[k]] = (by[k]![t[k]] ?? 0) + 1;
-          if (t.status === 'suspended' && suspended.length < 20) suspended.push(t);
-        }
-        cursor = page.nextCursor ?? undefined; pages++;
-      } while (cursor && pages < 40 && !stop);
-      if (!stop) setState({ total, capped: Boolean(cursor), by, suspended });
-    })().catch(setError);
-    return () => { stop = true; };
-  }, [session.token]);
-  if (error) return <ErrorNote error={error} />;
-  if (!state) return <p aria-busy="true">Loading…</p>;
-  return (
-    <>
-      <h1>Overview</h1>
-      <p className="muted">{state.total.toLocaleString()} tenants{state.capped ? ' counted (the first 20,000)' : ''}.</p>
-      <div className="grid">
-        {(['status', 'tier', 'isolation'] as const).map((k) => (
-          <section className="card" key={k} aria-labelledby={`by-${k}`}>
-            <h2 id={`by-${k}`}>By {k === 'isolation' ? 'isolation mode' : k}</h2>
-            {Object.keys(state.by[k]!).length === 0 && <p className="muted">No tenants yet.</p>}
-            <dl className="counts">
-              {Object.entries(state.by[k]!).sort((a, b) => b[1] - a[1]).map(([name, n]) => (
-                <div key={name}><dt>{k === 'status' ? <StatusBadge status={name} /> : name}</dt><dd>{n.toLocaleString()}</dd></div>
-              ))}
-            </dl>
-          </section>
-        ))}
-      </div>
-      <section className="card" aria-labelledby="suspended-title">
-        <h2 id="suspended-title">Suspended, and why</h2>
-        {state.suspended.length === 0 ? <p className="muted">No tenant is suspended.</p> : (
-          <ul className="plain">{state.suspended.map((t) => <li key={t.id}><a href={`#/tenants/${encodeURIComponent(t.id)}`}>{t.slug}</a>: {t.suspendedReason ?? 'no reason given'}</li>)}</ul>
-        )}
-      </section>
-    </>
   );
 }
 

@@ -42,7 +42,7 @@ export function MigrationsPage({ session }: { session: Session }): ReactNode {
           <h2 id="mig-run">Last run</h2>
           {!run ? <p className="muted">No run recorded yet.</p> : (
             <>
-              <p>Finished <time dateTime={run.finishedAt}>{new Date(run.finishedAt).toLocaleString()}</time>: {run.migrated.toLocaleString()} of {run.planned.toLocaleString()} tenants migrated to version {run.latestVersion} in {(run.durationMs / 1000).toFixed(1)} s.</p>
+              <p>Finished <time dateTime={run.finishedAt}>{new Date(run.finishedAt).toLocaleString()}</time>: {run.planned === 0 ? `nothing to migrate, every tenant was at version ${run.latestVersion}.` : `${run.migrated.toLocaleString()} of ${run.planned.toLocaleString()} tenants migrated to version ${run.latestVersion} in ${(run.durationMs / 1000).toFixed(1)} s.`}</p>
               {run.failed.length === 0 ? <p className="badge badge-active">No failures</p> : (
                 <>
                   <h3>{run.failed.length} failed</h3>

@@ -52,6 +52,10 @@ export interface paths {
     /** Apply a plan file (refused when it would strand tenants or usage; dryRun: only the diff) */
     put: operations["applyPlans"];
   };
+  "/v1/stats/overview": {
+    /** Tenants at risk and over quota, the last day's provisioning, the job queue and failed webhooks (operator) */
+    get: operations["getStatsOverview"];
+  };
   "/v1/t/{slug}": {
     /** The key's own tenant */
     get: operations["getTenantByPath"];
@@ -1028,6 +1032,96 @@ export interface operations {
                 tenants: number;
               }[];
             tenantsAffected: number;
+          };
+        };
+      };
+      400: components["responses"]["Problem400"];
+      401: components["responses"]["Problem401"];
+      403: components["responses"]["Problem403"];
+      404: components["responses"]["Problem404"];
+      409: components["responses"]["Problem409"];
+      410: components["responses"]["Problem410"];
+      429: components["responses"]["Problem429"];
+      500: components["responses"]["Problem500"];
+      503: components["responses"]["Problem503"];
+    };
+  };
+  /** Tenants at risk and over quota, the last day's provisioning, the job queue and failed webhooks (operator) */
+  getStatsOverview: {
+    parameters: {
+      header?: {
+        /** @description An id for this request (1-128 visible characters); one is made when absent */
+        "x-request-id"?: string;
+      };
+    };
+    responses: {
+      /** @description OK */
+      200: {
+        headers: {
+          "RateLimit-Limit": components["headers"]["RateLimitLimit"];
+          "RateLimit-Policy": components["headers"]["RateLimitPolicy"];
+          "RateLimit-Remaining": components["headers"]["RateLimitRemaining"];
+          "RateLimit-Reset": components["headers"]["RateLimitReset"];
+          "x-request-id": components["headers"]["RequestId"];
+        };
+        content: {
+          "application/json": {
+            atRisk: {
+              count: number;
+              tenants: {
+                  limit: number;
+                  metric: string;
+                  slug: string;
+                  tenantId: string;
+                  used: number;
+                  /** @description percent of the limit */
+                  utilization: number;
+                }[];
+            };
+            jobs: null | {
+              failed: number;
+              queued: number;
+              recentFailures: {
+                  at: string;
+                  error: string;
+                  task: string;
+                }[];
+              running: number;
+            };
+            overQuota: {
+              count: number;
+              tenants: {
+                  limit: number;
+                  metric: string;
+                  slug: string;
+                  tenantId: string;
+                  used: number;
+                  /** @description percent of the limit */
+                  utilization: number;
+                }[];
+            };
+            provisioning: {
+              failed: number;
+              maxMs: number | null;
+              p50Ms: number | null;
+              p95Ms: number | null;
+              recentFailures: ({
+                  at: string;
+                  reason: string;
+                  slug: string | null;
+                })[];
+              succeeded: number;
+            };
+            tenants: {
+              byStatus: {
+                [key: string]: number;
+              };
+              total: number;
+            };
+            webhooks: {
+              failedLastDay: number;
+              pending: number;
+            };
           };
         };
       };
