@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { execFileSync } from 'node:child_process';
@@ -32,7 +32,7 @@ const cspViolations: string[] = [];
 before(async () => {
   if (!existsSync(join(consoleAssetsDir(), 'index.html'))) execFileSync('npx', ['vite', 'build', '--config', 'console/vite.config.ts'], { stdio: 'inherit' });
   mkdirSync(SHOTS, { recursive: true });
-  inst = await freshInstallation({ adminKey: ADMIN, authFailuresPerAddress: 1_000_000, authFailuresPerKey: 1_000_000 });
+  inst = await freshInstallation({ adminKey: ADMIN, authFailuresPerAddress: 1_000_000, authFailuresPerKey: 1_000_000, backupDir: mkdtempSync(join(tmpdir(), 'tenantry-console-backups-')), jobTickMs: 200 });
   app = await buildServer({ tenantry: inst.tenantry, logLevel: 'silent' });
   base = await app.listen({ port: 0, host: '127.0.0.1' });
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
@@ -384,6 +384,35 @@ test('overview: a tenant past 90% of a quota is listed at risk, from the server\
   await page.locator('[data-panel="webhooks"]').waitFor();
   assert.ok(requests.every((q) => q.get('status') === 'suspended'), 'only the suspended list is asked for, not every tenant');
   await checkPage(page, 'overview-stats');
+  await context.close();
+  assert.deepEqual(cspViolations, []);
+});
+
+// last: it starts the job runner, which would deliver the webhooks the tests above keep pending
+test('backups on the tenant page: back up now, then restore behind a dialog that wants the slug typed', async () => {
+  await inst.tenantry.startJobs({ kind: 'test', schedule: false, concurrency: 2 });
+  const t = (await api('POST', '/v1/tenants', { slug: 'backup-co', name: 'Backup Co', tier: 'free' })).body;
+  const { context, page } = await newPage();
+  await signInAs(page, ADMIN);
+  await page.goto(`${base}/console#/tenants/${t.id}`);
+  await page.getByText('No backups yet.').waitFor();
+  await page.getByRole('button', { name: 'Back up now' }).click();
+  await page.getByText('Backup succeeded').waitFor({ timeout: 60_000 });
+  const list = (await api('GET', `/v1/tenants/${t.id}/backups`)).body.items;
+  assert.equal(list.length, 1);
+  await page.locator(`tr[data-backup="${list[0].id}"]`).waitFor();
+  await page.getByRole('button', { name: /^Restore the backup of/ }).click();
+  const dialog = page.getByRole('dialog');
+  const confirm = dialog.getByRole('button', { name: 'Restore' });
+  await dialog.getByLabel(/to confirm/).fill('backup-c');
+  assert.equal(await confirm.isDisabled(), true, 'a wrong slug does not arm the button');
+  await checkPage(page, 'backups-restore-dialog');
+  await dialog.getByLabel(/to confirm/).fill('backup-co');
+  await confirm.click();
+  await page.getByText('Restore succeeded').waitFor({ timeout: 60_000 });
+  const audit = (await api('GET', `/v1/tenants/${t.id}/audit`)).body;
+  assert.ok(JSON.stringify(audit).includes('restore'), 'the restore is in the audit trail');
+  await checkPage(page, 'backups');
   await context.close();
   assert.deepEqual(cspViolations, []);
 });

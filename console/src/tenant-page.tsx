@@ -2,6 +2,7 @@ import { useCallback, useEffect, useId, useRef, useState, type FormEvent, type R
 import { clientFor, must, type Session, type Tenant } from './api.ts';
 import { CopyOnce, ErrorNote, StatusBadge } from './ui.tsx';
 import { UsageChart } from './usage-chart.tsx';
+import { Backups } from './backups.tsx';
 
 type Api = ReturnType<typeof clientFor>;
 type Usage = { atRisk: boolean; overQuota: boolean; metrics: { metric: string; kind: string; quota: string; used: number; limit: number | null; utilization: number }[] };
@@ -270,6 +271,7 @@ export function TenantPage({ session, id }: { session: Session; id: string }): R
         <Features api={apiMemo} tenant={tenant} canChange={operator} />
         <People api={apiMemo} tenant={tenant} />
       </div>
+      {operator && <Backups api={apiMemo} tenant={tenant} />}
       <Audit api={apiMemo} tenant={tenant} version={version} />
     </>
   );
