@@ -412,6 +412,9 @@ test('backups on the tenant page: back up now, then restore behind a dialog that
   await page.getByText('Restore succeeded').waitFor({ timeout: 60_000 });
   const audit = (await api('GET', `/v1/tenants/${t.id}/audit`)).body;
   assert.ok(JSON.stringify(audit).includes('restore'), 'the restore is in the audit trail');
+  // nothing sticks out of a phone's width (a visually hidden header once did, widening the page)
+  await page.setViewportSize({ width: 390, height: 900 });
+  assert.equal(await page.evaluate<number>('document.documentElement.scrollWidth'), 390);
   await checkPage(page, 'backups');
   await context.close();
   assert.deepEqual(cspViolations, []);

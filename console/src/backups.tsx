@@ -48,7 +48,7 @@ export function Backups({ api, tenant }: { api: Api; tenant: Tenant }): ReactNod
     <section className="card wide" aria-labelledby={`${id}-h`}>
       <div className="title-row"><h2 id={`${id}-h`}>Backups</h2><button type="button" disabled={busy} onClick={backUp}>Back up now</button></div>
       <p role="status" className={op ? (op.status === 'failed' ? 'error' : op.status === 'succeeded' ? 'notice' : 'muted') : 'sr-only'}>
-        {op ? `${op.kind === 'restore' ? 'Restore' : 'Backup'} ${op.status}${op.progress ? ` (${op.progress.step} ${op.progress.done}/${op.progress.total})` : ''}${op.error ? `: ${op.error.message}` : ''}` : ''}
+        {op ? `${op.kind === 'restore' ? 'Restore' : 'Backup'} ${op.status}${op.progress && op.status === 'running' ? ` (${op.progress.step} ${op.progress.done}/${op.progress.total})` : ''}${op.error ? `: ${op.error.message}` : ''}` : ''}
       </p>
       <ErrorNote error={error} />
       {items === null ? <p aria-busy="true">Loading…</p> : items.length === 0 ? <p className="muted">No backups yet.</p> : (
