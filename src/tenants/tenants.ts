@@ -50,7 +50,7 @@ function decodeSortCursor(cursor: string, sort: TenantSort, order: 'asc' | 'desc
   try { c = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')); } catch { badCursor(); }
   const o = c as Partial<SortCursor> | null;
   if (!o || typeof o !== 'object' || o.s !== sort || o.o !== order || typeof o.v !== 'string' || typeof o.n !== 'string'
-    || !/^[0-9]{1,19}$/.test(o.n) || o.v.length > 400 || textProblem(o.v)) badCursor();
+    || !/^[0-9]{1,19}$/.test(o.n) || BigInt(o.n) > 9223372036854775807n || o.v.length > 400 || textProblem(o.v)) badCursor();
   if (sort === 'created_at' && !/^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]{8,15}[+-][0-9:]{2,8}$/.test(o.v)) badCursor();
   return o as SortCursor;
 }
@@ -210,7 +210,7 @@ export class TenantService {
       let after: bigint | undefined;
       if (opts.cursor !== undefined) {
         const decoded = /^[0-9]{1,19}$/.test(String(opts.cursor)) ? BigInt(opts.cursor) : -1n;
-        if (decoded < 0n) throw new TenantryError('INVALID_INPUT', 'cursor is not one this API returned; pass nextCursor from the previous page.', { field: 'cursor' });
+        if (decoded < 0n || decoded > 9223372036854775807n) throw new TenantryError('INVALID_INPUT', 'cursor is not one this API returned; pass nextCursor from the previous page.', { field: 'cursor' });
         after = decoded;
       }
       const desc = order === 'desc';
