@@ -122,6 +122,8 @@ export interface TenantryOptions {
   sqlTimeoutMs?: number;
   /** Row cap of the tenant SQL endpoint. Default: env TENANTRY_SQL_MAX_ROWS or 1000. */
   sqlMaxRows?: number;
+  /** Cap on the bytes of one SQL endpoint result, counted as rows arrive (a bigger one is refused with SQL_RESULT_TOO_LARGE before it is buffered). Default: env TENANTRY_SQL_MAX_RESULT_BYTES or 16 MiB. */
+  sqlMaxResultBytes?: number;
   /** lock_timeout of tenant-role sessions (the SQL endpoint), ms: a statement waits no longer for a lock. Default: env TENANTRY_SQL_LOCK_TIMEOUT_MS or 1000. */
   sqlLockTimeoutMs?: number;
   /** work_mem of tenant-role sessions, kB, pinned per transaction (hash_mem_multiplier too). Default: env TENANTRY_SQL_WORK_MEM_KB or 4096. */
@@ -229,6 +231,7 @@ export interface ResolvedOptions {
   storageRefreshSeconds: number;
   sqlTimeoutMs: number;
   sqlMaxRows: number;
+  sqlMaxResultBytes: number;
   sqlLockTimeoutMs: number;
   sqlWorkMemKb: number;
   sqlTempFileLimitKb: number;
@@ -394,6 +397,7 @@ export function envOptions(env: NodeJS.ProcessEnv = configuredEnv()): TenantryOp
   if (env.TENANTRY_ROLE_POOL_SIZE) out.rolePoolSize = intFromEnv('TENANTRY_ROLE_POOL_SIZE', env.TENANTRY_ROLE_POOL_SIZE);
   if (env.TENANTRY_SQL_TIMEOUT_MS) out.sqlTimeoutMs = intFromEnv('TENANTRY_SQL_TIMEOUT_MS', env.TENANTRY_SQL_TIMEOUT_MS);
   if (env.TENANTRY_SQL_MAX_ROWS) out.sqlMaxRows = intFromEnv('TENANTRY_SQL_MAX_ROWS', env.TENANTRY_SQL_MAX_ROWS);
+  if (env.TENANTRY_SQL_MAX_RESULT_BYTES) out.sqlMaxResultBytes = intFromEnv('TENANTRY_SQL_MAX_RESULT_BYTES', env.TENANTRY_SQL_MAX_RESULT_BYTES);
   if (env.TENANTRY_SQL_LOCK_TIMEOUT_MS) out.sqlLockTimeoutMs = intFromEnv('TENANTRY_SQL_LOCK_TIMEOUT_MS', env.TENANTRY_SQL_LOCK_TIMEOUT_MS);
   if (env.TENANTRY_SQL_WORK_MEM_KB) out.sqlWorkMemKb = intFromEnv('TENANTRY_SQL_WORK_MEM_KB', env.TENANTRY_SQL_WORK_MEM_KB);
   if (env.TENANTRY_SQL_TEMP_FILE_LIMIT_KB) out.sqlTempFileLimitKb = intFromEnv('TENANTRY_SQL_TEMP_FILE_LIMIT_KB', env.TENANTRY_SQL_TEMP_FILE_LIMIT_KB);
@@ -505,6 +509,7 @@ export function resolveOptions(options: TenantryOptions): ResolvedOptions {
     rolePoolSize: positiveInt('rolePoolSize (TENANTRY_ROLE_POOL_SIZE)', merged.rolePoolSize ?? 8, 0, 1000),
     sqlTimeoutMs: positiveInt('sqlTimeoutMs (TENANTRY_SQL_TIMEOUT_MS)', merged.sqlTimeoutMs ?? 5000, 1, 3_600_000),
     sqlMaxRows: positiveInt('sqlMaxRows (TENANTRY_SQL_MAX_ROWS)', merged.sqlMaxRows ?? 1000, 1, 1_000_000),
+    sqlMaxResultBytes: positiveInt('sqlMaxResultBytes (TENANTRY_SQL_MAX_RESULT_BYTES)', merged.sqlMaxResultBytes ?? 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     sqlLockTimeoutMs: positiveInt('sqlLockTimeoutMs (TENANTRY_SQL_LOCK_TIMEOUT_MS)', merged.sqlLockTimeoutMs ?? 1000, 1, 3_600_000),
     sqlWorkMemKb: positiveInt('sqlWorkMemKb (TENANTRY_SQL_WORK_MEM_KB)', merged.sqlWorkMemKb ?? 4096, 64, 2_097_151),
     sqlTempFileLimitKb: positiveInt('sqlTempFileLimitKb (TENANTRY_SQL_TEMP_FILE_LIMIT_KB)', merged.sqlTempFileLimitKb ?? 262_144, 1, 2_147_483_647),

@@ -6,7 +6,7 @@ import { TenantryError } from './errors.js';
 import { connect, PoolBudget, DATA_ADMIN_MAX_LIFETIME_SECONDS } from './db/connections.js';
 import { runInTenant, runAsTenantRole, runtimePool, healOnAuthFailure } from './isolation/tenant-transaction.js';
 import { pgbouncerConfig, type PgBouncerConfig, type PgBouncerConfigOptions } from './db/pgbouncer-config.js';
-import { loadSqlGuard, checkTenantSql } from './isolation/sql-guard.js';
+import { loadSqlGuard, checkTenantSql, SqlParseBudget } from './isolation/sql-guard.js';
 import { startEmbedded, type EmbeddedServer } from './db/embedded.js';
 import { migrateCatalog, catalogVersions } from './catalog/catalog-migrations.js';
 import { ContextSigner } from './isolation/context.js';
@@ -118,6 +118,8 @@ export class Tenantry {
   readonly jobs: JobRunner;
   /** envelope encryption per tenant (AES-256-GCM data keys wrapped by the KMS), rotation, crypto-shredding */
   readonly crypto: TenantCrypto;
+  /** each tenant's share of this thread for judging SQL endpoint statements */
+  private readonly sqlParseBudget = new SqlParseBudget();
   private readonly cacheService: TenantCacheService;
   private readonly objectService: ObjectStorageService;
   private closed = false;
@@ -448,7 +450,19 @@ export class Tenantry {
     // data statement on the tenant's own tables, built-in data functions only, no EXPLAIN for pooled tenants.
     await loadSqlGuard();
     const tenant = await this.tenants.resolveForWork(idOrSlug);
-    checkTenantSql(input.sql, { isolation: tenant.isolation, schema: tenant.placement.schema });
+    // Parsing runs on this process's one thread, before any refusal and outside PostgreSQL's limits: each
+    // tenant gets a share of it (red team: 16 parallel 64 KiB refusals from one tenant took another
+    // tenant's 2 ms request to 1 s)
+    this.sqlParseBudget.take(tenant.id);
+    const parseStarted = performance.now();
+    try {
+      checkTenantSql(input.sql, { isolation: tenant.isolation, schema: tenant.placement.schema });
+    } finally {
+      this.sqlParseBudget.spend(tenant.id, performance.now() - parseStarted);
+    }
+    // the cap ends the connection under the transaction, so what reaches the catch below may be the
+    // ROLLBACK's CONNECTION_CLOSED rather than the cap's own error: remembered here
+    let tooLarge = false;
     try {
       return await this.withTenantRole(tenant.id, async (tx) => {
         const rows: Record<string, unknown>[] = [];
@@ -474,7 +488,8 @@ export class Tenantry {
         // The callback form rather than `for await`: postgres.js passes the last batch to the callback only
         // when its command tag carries a row count, so the rows of SHOW, EXPLAIN or CALL come back only as
         // the query's own result.
-        const last = await q.cursor(Math.min(maxRows + 1, 500), (batch) => take(batch as unknown as Batch) as void) as unknown as Batch | undefined;
+        const last = await (q.cursor(Math.min(maxRows + 1, 500), (batch) => take(batch as unknown as Batch) as void) as unknown as Promise<Batch | undefined>)
+          .catch((err: unknown) => { if ((err as { code?: string })?.code === 'RESULT_TOO_LARGE') tooLarge = true; throw err; });
         if (last && !taken.has(last)) take(last);
         const done = q as unknown as { count?: number; columns?: { name: string; type: number }[] };
         if (fields.length === 0 && done.columns) fields = done.columns.map((c) => ({ name: c.name, dataTypeId: c.type }));
@@ -483,6 +498,9 @@ export class Tenantry {
       }, { readOnly: Boolean(input.readOnly), statementTimeoutMs: timeoutMs });
     } catch (err) {
       const pg = err as { code?: string; message?: string; severity?: string };
+      if (tooLarge || (pg && pg.code === 'RESULT_TOO_LARGE')) {
+        throw new TenantryError('SQL_RESULT_TOO_LARGE', `The statement's rows came to more than ${this.core.opts.sqlMaxResultBytes} bytes (TENANTRY_SQL_MAX_RESULT_BYTES); select fewer or smaller columns, or page with LIMIT/OFFSET.`, { maxBytes: this.core.opts.sqlMaxResultBytes }, { cause: err });
+      }
       if (pg && typeof pg.code === 'string' && pg.severity) {
         // 55P03: the statement waited longer than the endpoint's lock_timeout for a lock
         const code = pg.code === '57014' || pg.code === '55P03' ? 'SQL_TIMEOUT' : pg.code === '42501' || pg.code === '25006' ? 'FORBIDDEN' : 'SQL_ERROR';
@@ -562,7 +580,8 @@ export class Tenantry {
     this.assertOpen();
     const limit = opts.limit ?? 50;
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new TenantryError('INVALID_INPUT', 'limit must be an integer from 1 to 1000.');
-    if (opts.before !== undefined && !/^[0-9]{1,19}$/.test(opts.before)) throw new TenantryError('INVALID_INPUT', 'before must be an audit entry id.');
+    // 19 digits can still pass bigint's range (9223372036854775807): that was a 500 from PostgreSQL
+    if (opts.before !== undefined && (!/^[0-9]{1,19}$/.test(opts.before) || BigInt(opts.before) > 9223372036854775807n)) throw new TenantryError('INVALID_INPUT', 'before must be an audit entry id (the nextCursor of the previous page).');
     return listAudit(this.core.admin, await this.auditTenantId(idOrSlug), { limit, ...(opts.before ? { before: opts.before } : {}) });
   }
 

@@ -694,6 +694,7 @@ export interface operations {
         };
       };
       400: components["responses"]["Problem400"];
+      404: components["responses"]["Problem404"];
       409: components["responses"]["Problem409"];
       422: components["responses"]["Problem422"];
       500: components["responses"]["Problem500"];

@@ -2,7 +2,10 @@ import postgres, { type Sql, type Options } from 'postgres';
 import { TenantryError } from '../errors.js';
 import type { Logger } from '../logger.js';
 
-export type PgOptions = Options<Record<string, postgres.PostgresType>>;
+export type PgOptions = Options<Record<string, postgres.PostgresType>> & {
+  /** our postgres.js patch (patches/postgres+3.4.9.patch): refuse a query whose rows exceed this many bytes, before buffering them */
+  max_result_bytes?: number;
+};
 
 /**
  * Startup parameters for connections whose session user runs SQL Tenantry does not control (the

@@ -3,13 +3,13 @@ import type { Core } from '../core.js';
 import { latestVersion } from '../core.js';
 import { ident } from '../identifiers.js';
 import { POOLED_SCHEMA } from '../isolation/data-plane.js';
-import { STRATEGIES, placementOf } from '../isolation/modes.js';
-import { stalledMoves } from '../move/move.js';
 import type { TenantRow } from '../tenants/model.js';
 import { findOrphans } from '../provisioning/repair.js';
 import { pendingHeals } from '../provisioning/healer.js';
 import { cachedTenantRoleDefaults } from '../installation.js';
 import { findDriftedTenantRoles } from '../isolation/role-drift.js';
+import { STRATEGIES, placementOf } from '../isolation/modes.js';
+import { stalledMoves } from '../move/move.js';
 
 export interface DoctorCheck {
   /** stable name of the invariant checked */

@@ -311,7 +311,10 @@ function checkNode(type: string, node: Record<string, unknown>, opts: GuardOptio
       // name is refused as the price of closing that door.
       const fields = stringsOf(type === 'ColumnRef' ? node['fields'] : node['indirection']);
       const last = (fields[fields.length - 1] ?? '').toLowerCase();
-      if (type === 'ColumnRef' && SYSTEM_COLUMNS.has(last)) refuse(`the system column ${last}`, 'in shared tables it describes other tenants\' rows and transactions');
+      // any segment, and as a field of a whole-row value too: `(a).ctid` is the system column of a's row
+      // (the red team numbered other tenants' rows with it while plain `ctid` was refused)
+      const system = fields.find((f) => SYSTEM_COLUMNS.has(f.toLowerCase()));
+      if (system) refuse(`the system column ${system.toLowerCase()}`, 'in shared tables it describes other tenants\' rows and transactions');
       if ((type === 'A_Indirection' || fields.length > 1) && (last.startsWith('pg_') || /^lo_|^lo(read|write)$/.test(last) || /_to_xml|^ts_(stat|rewrite)$|setting|^to_reg|^txid|^has_.*privilege$/.test(last))) {
         refuse(`the column or function ${fields.join('.')}`, 'x.f may call f(x)');
       }
@@ -329,5 +332,48 @@ function checkType(node: Record<string, unknown>, opts: GuardOptions): void {
   const schema = names.length > 1 ? names[names.length - 2] : undefined;
   if (names.length > 2 || (schema !== undefined && schema !== 'pg_catalog' && schema !== opts.schema.toLowerCase())) {
     refuse(`the type ${names.join('.')}`, 'a statement may name only built-in types and the tenant\'s own');
+  }
+}
+
+/**
+ * Each tenant's share of this process's thread for judging SQL. The parse is synchronous and runs
+ * before any refusal, so a tenant sending many large statements (refused or not) could hold the thread
+ * every other tenant's requests need; PostgreSQL's per-tenant limits never see refused statements. A
+ * token bucket of milliseconds per tenant: bursts up to `burstMs`, then `msPerSecond` of parsing a
+ * second; past it the call is refused with RATE_LIMITED and a Retry-After, before parsing.
+ */
+export class SqlParseBudget {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  constructor(private readonly msPerSecond = 200, private readonly burstMs = 1000, private readonly maxTenants = 10_000) {}
+
+  private bucket(tenantId: string, now: number): { tokens: number; at: number } {
+    let b = this.buckets.get(tenantId);
+    if (!b) {
+      if (this.buckets.size >= this.maxTenants) {
+        // forget full buckets first (they are equivalent to no entry); bounded memory
+        for (const [k, v] of this.buckets) if (v.tokens + ((now - v.at) / 1000) * this.msPerSecond >= this.burstMs) this.buckets.delete(k);
+        if (this.buckets.size >= this.maxTenants) this.buckets.delete(this.buckets.keys().next().value!);
+      }
+      b = { tokens: this.burstMs, at: now };
+      this.buckets.set(tenantId, b);
+    }
+    b.tokens = Math.min(this.burstMs, b.tokens + ((now - b.at) / 1000) * this.msPerSecond);
+    b.at = now;
+    return b;
+  }
+
+  /** Refuses (RATE_LIMITED) while the tenant's share is used up. */
+  take(tenantId: string): void {
+    const b = this.bucket(tenantId, performance.now());
+    if (b.tokens <= 0) {
+      const retryAfterSeconds = Math.max(1, Math.ceil(-b.tokens / this.msPerSecond + 0.001));
+      throw new TenantryError('RATE_LIMITED', `This tenant's SQL statements took more than its share of the server's time to check (${this.msPerSecond} ms a second); retry after ${retryAfterSeconds} s, or send shorter statements.`, { retryAfterSeconds });
+    }
+  }
+
+  /** Charges the time one check took. */
+  spend(tenantId: string, ms: number): void {
+    const b = this.bucket(tenantId, performance.now());
+    b.tokens -= ms;
   }
 }

@@ -190,6 +190,10 @@ export async function runAsTenantRole<T>(core: Core, tenant: TransactionTenant, 
     database, username: role, password, max: size, idle_timeout: core.opts.idleTimeoutSeconds,
     // unnamed statements only: the SQL sent on these connections may DEALLOCATE, and the reset below does
     prepare: false,
+    // a tenant's statement cannot return more than this many bytes of rows: checked by our postgres.js
+    // patch from each row's header, before the row is buffered (one 300 MB value took 3 GB of the
+    // server's memory and stalled every tenant before this; red team, 2026-11-29)
+    max_result_bytes: core.opts.sqlMaxResultBytes,
     connection: { ...(core.pooled ? {} : PINNED_SESSION), application_name: 'tenantry-tenant' },
     // the isolation level on BEGIN too: behind a pooler no startup parameter overrides a planted default
   }), (sql) => healOnAuthFailure(core, role, () => sql.begin(pinnedBegin(opts.readOnly).slice('begin '.length), async (tx) => {

@@ -149,7 +149,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   // while PostgreSQL is known to be down, API requests fail fast instead of each waiting on a connect
   app.addHook('onRequest', async (req) => {
-    if (!health.available && req.url.startsWith('/v1/')) {
+    if (!health.available && req.routeOptions.url?.startsWith('/v1/')) {
       throw new TenantryError('DATABASE_UNAVAILABLE', 'PostgreSQL is unreachable right now; retry in a few seconds.', { retryAfterSeconds: 2 });
     }
   });
@@ -160,7 +160,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
 
   app.addHook('onRequest', async (req, reply) => {
-    if (!req.url.startsWith('/v1/') || req.url.startsWith('/v1/invitations/accept') || req.routeOptions.config?.publicRoute === true) return;
+    // Decided on the route the router matched, never on the raw request line: `/%761/...` (an encoded
+    // `v`) or an absolute-form `GET http://x/v1/...` reach the /v1 routes while their raw text does not
+    // start with `/v1/` (the red team read other tenants' records that way). Unmatched requests get the 404.
+    const route = req.routeOptions.url;
+    if (route === undefined || !route.startsWith('/v1/') || route === '/v1/invitations/accept' || req.routeOptions.config?.publicRoute === true) return;
     req.principal = await authenticate(tenantry, req);
     if (req.principal.kind === 'tenant') {
       const d = await tenantry.rateLimit(req.principal.tenant.id);

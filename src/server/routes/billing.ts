@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { MAX_WEBHOOK_BYTES } from '../../billing/billing.js';
 import { bearer, plain, problemResponses, routeAccess, type RouteDeps } from './shared.js';
+import { assertSafeText } from '../../input/safe-text.js';
 
 const Params = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 64 } } } as const;
 const CustomerBody = { type: 'object', additionalProperties: false, required: ['customerId'], properties: { customerId: { type: ['string', 'null'], minLength: 1, maxLength: 255, pattern: '^[A-Za-z0-9_]+$' } } } as const;
@@ -43,8 +44,13 @@ export async function billingRoutes(app: FastifyInstance, deps: RouteDeps): Prom
   await app.register(async (raw) => {
     raw.removeAllContentTypeParsers();
     raw.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: MAX_WEBHOOK_BYTES }, (_req, body, done) => { done(null, body); });
-    raw.post('/v1/billing/stripe/webhook', { config: { publicRoute: true }, schema: { tags: ['billing'], summary: 'Stripe webhooks (Stripe-Signature checked): invoice.payment_failed suspends after the grace, invoice.paid re-activates', headers: WebhookHeaders, response: { 200: { type: 'object', additionalProperties: true }, 400: { $ref: 'Problem#' }, 503: { $ref: 'Problem#' } } } }, async (req) => {
+    raw.post('/v1/billing/stripe/webhook', { config: { publicRoute: true }, schema: { tags: ['billing'], summary: 'Stripe webhooks (Stripe-Signature checked): invoice.payment_failed suspends after the grace, invoice.paid re-activates', headers: WebhookHeaders, response: { 200: { type: 'object', additionalProperties: true }, 400: { $ref: 'Problem#' }, 404: { $ref: 'Problem#' } } } }, async (req) => {
       const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      // hostile text (NUL, lone surrogates) in the event is refused like any other body, naming the field;
+      // what is not JSON is left to the signature check, which refuses it
+      let event: unknown;
+      try { event = JSON.parse(body.toString('utf8')); } catch { event = undefined; }
+      if (event !== undefined) assertSafeText(event, 'body');
       const sig = req.headers['stripe-signature'];
       return tenantry.billing.handleStripeWebhook(body, typeof sig === 'string' ? sig : undefined);
     });
