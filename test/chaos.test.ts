@@ -160,7 +160,7 @@ test('chaos: kill -9 of PostgreSQL and of the server under load leaves nothing s
       assert.ok(s.alive(), 'the server is still up');
       assert.equal(stats.hung, 0, 'every request got an answer within its deadline');
       assert.deepEqual(stats.notProblemJson, [], 'every error is problem+json with a code');
-      assert.deepEqual(stats.unexpected, [], 'no request got a wrong definitive answer');
+      assert.deepEqual(stats.unexpected, [], `no request got a wrong definitive answer; the server's log ends:\n${s.log().slice(-6000)}`);
       assert.ok(created.size > 0 && recoveries.length > 0, 'the run created tenants and restarted PostgreSQL');
 
       // every acknowledged create is present exactly once; nothing else was created
