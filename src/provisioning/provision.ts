@@ -187,32 +187,18 @@ export async function provisionTenant(core: Core, input: CreateTenantInput, who:
 }
 
 /**
- * A pooled signup on a reserved admin connection. First a pre-made role's tenant id is taken from the
- * role pool, in a statement of its own that commits at once: the id is this signup's for good, never
- * handed out twice, and whatever the signup then does with it is undone like any other signup's (a crash
- * right after the take leaves a role without a tenant row, which repair removes as an orphan). Then the
- * catalog transaction: BEGIN goes out without waiting for its answer (postgres.js's begin() waits), so
- * it shares a round trip with the statements that follow; any failure rolls it back before release.
+ * A pooled signup. First a pre-made role's tenant id is taken from the role pool, in a transaction of
+ * its own that commits at once: the id is this signup's for good, never handed out twice, and whatever
+ * the signup then does with it is undone like any other signup's (a crash right after the take leaves a
+ * role without a tenant row, which repair removes as an orphan). Then the catalog transaction, whose
+ * statements go out without waiting for each other's answers.
  */
 async function provisionPooled<T>(core: Core, took: (pooledId: string | undefined) => void, fn: (tx: TransactionSql, pooledId: string | undefined) => Promise<T>): Promise<T> {
-  const conn = await core.admin.reserve();
-  try {
-    const pooledId = await core.rolePool.take(conn);
-    took(pooledId);
-    if (pooledId) core.rolePool.refill();
-    const begin = conn`begin`.execute();
-    begin.catch(() => undefined);
-    let result: T;
-    try {
-      result = await fn(conn as unknown as TransactionSql, pooledId);
-      await begin;
-      await conn`commit`;
-    } catch (err) {
-      await conn`rollback`.catch(() => undefined);
-      throw (await begin.then(() => undefined, (e: unknown) => e)) ?? err;
-    }
-    return result;
-  } finally {
-    conn.release();
-  }
+  // Plain pool transactions, not a reserved connection: postgres.js 3.4.9 can strand a queued
+  // reserve() for good when PostgreSQL ends the connection it waits for (porsager/postgres#1195), and
+  // the chaos test caught a signup hanging that way, its Idempotency-Key "in progress" for minutes.
+  const pooledId = await core.rolePool.take(core.admin);
+  took(pooledId);
+  if (pooledId) core.rolePool.refill();
+  return core.admin.begin((tx) => fn(tx, pooledId)) as Promise<T>;
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Sql } from 'postgres';
 import type { Core } from '../core.js';
 import { cachedTenantRoleDefaults } from '../installation.js';
-import { ident, literal } from '../identifiers.js';
+import { ident } from '../identifiers.js';
 import { STRATEGIES, createTenantRole } from '../isolation/modes.js';
 
 /**
@@ -46,29 +46,22 @@ export class RolePool {
     if (this.size === 0) return undefined;
     const spec = await this.specOf();
     const prefix = `${this.core.namespace}_t_`;
-    // The take commits on its own without waiting for its WAL flush (synchronous_commit off, one
-    // round trip): the signup's own commit comes after it and flushes the WAL up to and past it, so a
-    // crash can lose the take only together with a signup that never committed (the id then simply
-    // stays in the pool, its role untouched). One simple-protocol text: no parameters; the spec and
-    // the prefix are Tenantry's own, quoted by the one helper.
-    const text = `begin; set local synchronous_commit = off;
-      delete from tenantry_catalog.role_pool where tenant_id = (
-        select p.tenant_id from tenantry_catalog.role_pool p
-        where p.spec = ${literal(spec)}
-          and exists (select 1 from pg_roles r where r.rolname = ${literal(prefix)} || replace(p.tenant_id::text, '-', ''))
-        order by p.created_at limit 1 for update of p skip locked)
-      returning tenant_id;
-      commit`;
-    let results: unknown;
-    try {
-      results = await sql.unsafe(text);
-    } catch (err) {
-      await sql.unsafe('rollback').catch(() => undefined);
-      throw err;
-    }
-    // (postgres.js groups a multi-statement text's rows per result set loosely: look for the one row)
-    const row = (results as unknown[]).flat().find((r): r is { tenant_id: string } => typeof (r as { tenant_id?: unknown } | null)?.tenant_id === 'string');
-    return row?.tenant_id;
+    // The take commits on its own without waiting for its WAL flush (synchronous_commit off): the
+    // signup's own commit comes after it and flushes the WAL up to and past it, so a crash can lose the
+    // take only together with a signup that never committed (the id then simply stays in the pool, its
+    // role untouched).
+    // a transaction of its own on the pool (a failure rolls back on the same connection)
+    const rows = await sql.begin(async (tx) => {
+      await tx.unsafe('set local synchronous_commit = off');
+      return tx<{ tenant_id: string }[]>`
+        delete from tenantry_catalog.role_pool where tenant_id = (
+          select p.tenant_id from tenantry_catalog.role_pool p
+          where p.spec = ${spec}
+            and exists (select 1 from pg_roles r where r.rolname = ${prefix} || replace(p.tenant_id::text, '-', ''))
+          order by p.created_at limit 1 for update of p skip locked)
+        returning tenant_id`;
+    });
+    return (rows as unknown as { tenant_id: string }[])[0]?.tenant_id;
   }
 
   /** Pool tenant ids (repair treats them as known: their roles are not orphans). */
