@@ -384,7 +384,11 @@ test('repair() removes crashed provisionings and orphans, leaving live and in-fl
 // Concurrency
 // ---------------------------------------------------------------------------------------------------
 
-test('100 concurrent creations across the three modes all succeed and are usable', async () => {
+// Behind PgBouncer (the CI step that sets PGBOUNCER=1) each of the ~33 new tenant databases gets PgBouncer
+// pools and an auth_query connection of its own besides Tenantry's direct ones, which together pass the
+// CI server's max_connections of 100; the same test runs directly in the main suite, and database-mode
+// creates through PgBouncer are covered by test/pgbouncer.test.ts.
+test('100 concurrent creations across the three modes all succeed and are usable', { skip: process.env.PGBOUNCER ? 'behind PgBouncer its per-database pools pass this server\'s max_connections (100); run directly in the main suite' : false }, async () => {
   const { tenantry } = inst;
   const inputs = Array.from({ length: 100 }, (_, i) => ({ slug: `conc-${String(i).padStart(3, '0')}`, isolation: MODES[i % 3]! }));
   const created = await Promise.all(inputs.map((input) => create(input)));
