@@ -96,15 +96,18 @@ async function withTenantry<T>(fn: (t: Tenantry) => Promise<T>): Promise<T> {
   }
 }
 
-/** A progress bar on stderr for backup steps (none with --json or when stderr is not a terminal). */
-function backupBar(f: GlobalFlags): { update: (p: BackupProgress) => void; stop: () => void } {
+/**
+ * A progress bar on stderr for the steps of a backup, restore, export, clone or move (none with --json
+ * or when stderr is not a terminal); `format` is cli-progress's, with {step} and {table}.
+ */
+function stepBar(f: GlobalFlags, format: string): { update: (p: BackupProgress) => void; stop: () => void } {
   let bar: cliProgress.SingleBar | undefined;
   let stopped = false;
   return {
     update: (p) => {
       if (f.json || !process.stderr.isTTY || stopped) return;
       if (!bar) {
-        bar = new cliProgress.SingleBar({ stream: process.stderr, format: '{step} {bar} {value}/{total} tables | {table}', hideCursor: true }, cliProgress.Presets.shades_classic);
+        bar = new cliProgress.SingleBar({ stream: process.stderr, format, hideCursor: true }, cliProgress.Presets.shades_classic);
         bar.start(p.total, 0, { step: p.step, table: '' });
       }
       bar.setTotal(p.total);
@@ -113,23 +116,8 @@ function backupBar(f: GlobalFlags): { update: (p: BackupProgress) => void; stop:
     stop: () => { if (!stopped) { stopped = true; bar?.stop(); } },
   };
 }
-
-/** A progress bar on stderr for the steps of a move (none with --json or when stderr is not a terminal). */
-function moveBar(f: GlobalFlags): { update: (p: BackupProgress) => void; stop: () => void } {
-  let bar: cliProgress.SingleBar | undefined;
-  let stopped = false;
-  return {
-    update: (p) => {
-      if (f.json || !process.stderr.isTTY || stopped) return;
-      if (!bar) {
-        bar = new cliProgress.SingleBar({ stream: process.stderr, format: 'move {bar} {value}/{total} {step} {table}', hideCursor: true }, cliProgress.Presets.shades_classic);
-        bar.start(p.total, 0, { step: p.step, table: '' });
-      }
-      bar.update(p.done, { step: p.step, table: p.table ?? '' });
-    },
-    stop: () => { if (!stopped) { stopped = true; bar?.stop(); } },
-  };
-}
+const backupBar = (f: GlobalFlags): ReturnType<typeof stepBar> => stepBar(f, '{step} {bar} {value}/{total} tables | {table}');
+const moveBar = (f: GlobalFlags): ReturnType<typeof stepBar> => stepBar(f, 'move {bar} {value}/{total} {step} {table}');
 
 export function buildCli(): Command {
   const program = new Command('tenantry')
